@@ -1,0 +1,5 @@
+import sys
+
+from capgate.cli import main
+
+sys.exit(main())

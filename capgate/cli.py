@@ -1,0 +1,248 @@
+"""The ``capgate`` command: serve, manage keys and workers, solve, train.
+
+Settings come from flags and ``CAPGATE_*`` variables; ``CAPGATE_DB`` names the database for every
+command. Errors are one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from capgate.server.keys import PREFIX_LENGTH, hash_secret, new_key
+from capgate.settings import Settings, from_env
+from capgate.store.base import Store
+from capgate.store.models import Account, micros_to_usd, usd_to_micros
+
+T = TypeVar("T")
+Command = Callable[[argparse.Namespace], int]
+_EXTRA_REGISTRARS = ("capgate.workers.command", "capgate.client.command", "capgate.training.command")
+
+
+class CliError(Exception):
+    pass
+
+
+def _usd(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+    from capgate.server.app import open_store
+
+    async def run() -> T:
+        store = open_store(settings)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    overrides = {name: value for name, value in vars(args).items() if name in names}
+    try:
+        return from_env(**overrides)
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------------ serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from capgate.server.app import create_app
+    from capgate.server.builtin import builtin_extensions
+
+    settings = settings_from(args)
+    app = create_app(settings, extensions=builtin_extensions(settings))
+    ssl: dict[str, Any] = {}
+    if settings.ssl_certfile:
+        ssl = {"ssl_certfile": settings.ssl_certfile, "ssl_keyfile": settings.ssl_keyfile or None}
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
+                **ssl)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+def _describe(account: Account) -> str:
+    kind = "sandbox" if account.sandbox else "live"
+    state = "disabled" if account.disabled else "active"
+    return (f"{account.id:>5}  {account.key_prefix}…  {kind:<7}  threads={account.threads:<4}  "
+            f"balance={micros_to_usd(account.balance):<10}  {state}")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    key = new_key()
+    account = with_store(settings, lambda store: store.create_account(
+        hash_secret(key), key[:PREFIX_LENGTH], args.threads, usd_to_micros(args.balance), args.sandbox))
+    print(f"created account {account.id} ({'sandbox' if account.sandbox else 'live'}, "
+          f"threads={account.threads}, balance={micros_to_usd(account.balance)} USD)", file=sys.stderr)
+    print("the key is shown only now; capgate stores only its hash", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    accounts = with_store(settings_from(args), lambda store: store.list_accounts())
+    for account in accounts:
+        print(_describe(account))
+    if not accounts:
+        print("no accounts yet: capgate keys create", file=sys.stderr)
+    return 0
+
+
+async def _find(store: Store, ident: str) -> Account:
+    """An account by id, by its full key, or by a unique key prefix."""
+    if len(ident) == 32:
+        account = await store.account_by_key_hash(hash_secret(ident))
+        if account is not None:
+            return account
+    if ident.isdigit() and len(ident) < PREFIX_LENGTH:
+        for account in await store.list_accounts():
+            if account.id == int(ident):
+                return account
+    matches = await store.account_by_prefix(ident[:PREFIX_LENGTH]) if len(ident) >= 4 else []
+    if len(matches) == 1:
+        return matches[0]
+    raise CliError(f"no single account matches {ident!r} (use the id from 'capgate keys list' or the key)")
+
+
+def cmd_keys_topup(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> Account:
+        account = await _find(store, args.account)
+        return await store.topup(account.id, usd_to_micros(args.amount), args.note)
+
+    account = with_store(settings_from(args), run)
+    print(_describe(account))
+    return 0
+
+
+def cmd_keys_disable(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> Account:
+        account = await _find(store, args.account)
+        return await store.update_account(account.id, disabled=not args.enable)
+
+    print(_describe(with_store(settings_from(args), run)))
+    return 0
+
+
+def cmd_keys_threads(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> Account:
+        account = await _find(store, args.account)
+        return await store.update_account(account.id, threads=args.threads)
+
+    print(_describe(with_store(settings_from(args), run)))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, help="database (SQLite path or postgresql:// URL); "
+                                                   "default $CAPGATE_DB or .capgate/capgate.db")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capgate", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service")
+    _add_db(serve)
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--ssl-certfile", dest="ssl_certfile", default=None)
+    serve.add_argument("--ssl-keyfile", dest="ssl_keyfile", default=None)
+    serve.add_argument("--sandbox-delay", dest="sandbox_delay", type=float, default=None)
+    serve.add_argument("--prices", default=None, help="per-method prices, e.g. normal=0.001,turnstile=0.002")
+    serve.add_argument("--no-ocr", dest="ocr", action="store_const", const=False, default=None,
+                       help="don't run the built-in OCR worker in this process")
+    serve.add_argument("--log-level", dest="log_level", default=os.environ.get("CAPGATE_LOG_LEVEL", "info"))
+    serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys (accounts)").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create an account; prints its key alone on the last line")
+    _add_db(create)
+    create.add_argument("--sandbox", action="store_true", help="answered by the built-in sandbox worker")
+    create.add_argument("--threads", type=_positive_int, default=5)
+    create.add_argument("--balance", type=_usd, default=Decimal(0), help="initial balance in USD")
+    create.set_defaults(func=cmd_keys_create)
+    listing = keys.add_parser("list", help="list accounts")
+    _add_db(listing)
+    listing.set_defaults(func=cmd_keys_list)
+    topup = keys.add_parser("topup", help="add USD to an account's balance")
+    _add_db(topup)
+    topup.add_argument("account", help="account id, key, or key prefix")
+    topup.add_argument("amount", type=_usd)
+    topup.add_argument("--note", default="topup")
+    topup.set_defaults(func=cmd_keys_topup)
+    disable = keys.add_parser("disable", help="disable (or --enable) an account")
+    _add_db(disable)
+    disable.add_argument("account")
+    disable.add_argument("--enable", action="store_true")
+    disable.set_defaults(func=cmd_keys_disable)
+    threads = keys.add_parser("threads", help="set an account's thread cap")
+    _add_db(threads)
+    threads.add_argument("account")
+    threads.add_argument("threads", type=_positive_int)
+    threads.set_defaults(func=cmd_keys_threads)
+
+    import importlib
+
+    for module_name in _EXTRA_REGISTRARS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module_name.startswith(exc.name):
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except CliError as exc:
+        print(f"capgate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

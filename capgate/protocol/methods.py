@@ -1,0 +1,194 @@
+"""The registry of captcha types: one row per type, shared by the server and the client.
+
+A row says how the type is spelled on the wire (``method`` plus whatever tells variants apart),
+which parameters it needs, their aliases, what its answer looks like, and the waits and prices that
+go with it. A new captcha type is a new row here; nothing else needs a branch for it.
+Facts: ``PROTOCOL.md`` §2–§3, §7.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+
+from capgate.protocol.answers import AnswerKind
+from capgate.protocol.codes import C
+
+
+class Category(Enum):
+    IMAGE = "image"  # an image to read (the built-in OCR worker serves these)
+    IMAGE_TASK = "image_task"  # images to judge (grid, BLS): external or human workers
+    TOKEN = "token"  # a third-party challenge solved by an external worker
+    CHALLENGE = "challenge"  # a whole-page challenge through a proxy
+
+
+Params = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    wire: tuple[str, ...]  # in.php ``method`` values; the first is what clients send
+    required: tuple[str, ...]
+    answer: AnswerKind
+    category: Category
+    optional: tuple[str, ...] = ()
+    selects: Callable[[Params], bool] | None = None  # tells variants sharing a wire name apart
+    sets: Mapping[str, str] = field(default_factory=dict)  # what a client adds to select this row
+    aliases: Mapping[str, str] = field(default_factory=dict)  # type-specific spelling -> canonical
+    missing_codes: Mapping[str, str] = field(default_factory=dict)  # param -> code when absent
+    image_params: tuple[str, ...] = ()  # parameters that carry images (validated, stored as bytes)
+    initial_wait: float = 5.0  # seconds a client waits before its first poll
+    poll_interval: float = 5.0
+    deadline: float = 300.0  # seconds before the server gives up: ERROR_CAPTCHA_UNSOLVABLE
+    price: Decimal = Decimal(0)  # USD per solved task unless the operator sets another
+    http_verb: str = "POST"  # what CaptchaAI's SDK uses; documentation only
+
+    def missing_code(self, param: str) -> str:
+        return self.missing_codes.get(param, C.BAD_PARAMETERS)
+
+
+# Spellings used by the official clients and older APIs for the same parameter (§3, §7.3).
+GLOBAL_ALIASES: dict[str, str] = {
+    "caseSensitive": "regsense",
+    "minLen": "min_len",
+    "minLength": "min_len",
+    "maxLen": "max_len",
+    "maxLength": "max_len",
+    "apiServer": "api_server",
+    "user_agent": "userAgent",
+    "useragent": "userAgent",
+    "callback": "pingback",
+    "url": "pageurl",
+    "hintText": "textinstructions",
+    "data-s": "data_s",
+    "captchaId": "captcha_id",
+    "divId": "div_id",
+}
+
+_IMAGE_OPTIONS = ("phrase", "regsense", "numeric", "calc", "min_len", "max_len", "language", "lang",
+                  "textinstructions", "question", "profile")
+_TOKEN_OPTIONS = ("userAgent", "cookies", "proxy", "proxytype", "action", "domain", "data", "pagedata")
+_SITEKEY_CODES = {"googlekey": C.GOOGLEKEY, "sitekey": C.GOOGLEKEY, "pageurl": C.PAGEURL}
+_IMAGE_DEADLINE = 90.0
+
+
+def _flag(params: Params, name: str) -> bool:
+    return params.get(name, "0").strip().lower() in ("1", "true")
+
+
+def _is_grid(params: Params) -> bool:
+    return "grid_size" in params or _flag(params, "recaptcha") or params.get("img_type") == "recaptcha"
+
+
+def _is_v3(params: Params) -> bool:
+    return params.get("version", "").lower() == "v3"
+
+
+def _geetest_v4(params: Params) -> bool:
+    return params.get("version", "") in ("4", "v4")
+
+
+def _bls_images() -> tuple[str, ...]:
+    return tuple(f"image_base64_{i}" for i in range(1, 10))
+
+
+METHODS: tuple[Method, ...] = (
+    Method("grid", ("base64", "post"), ("body",), AnswerKind.CELLS, Category.IMAGE_TASK,
+           optional=("instructions", "textinstructions", "grid_size", "img_type", "recaptcha",
+                     "recaptcharows", "recaptchacols", "can_no_answer", "previousID", "lang"),
+           selects=_is_grid, sets={"img_type": "recaptcha"}, missing_codes={"body": C.UPLOAD},
+           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+    Method("normal", ("base64", "post"), ("body",), AnswerKind.TEXT, Category.IMAGE,
+           optional=_IMAGE_OPTIONS, missing_codes={"body": C.UPLOAD}, image_params=("body",),
+           initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+    Method("bls", ("bls",), ("instructions", *_bls_images()), AnswerKind.CELLS, Category.IMAGE_TASK,
+           missing_codes={name: C.UPLOAD for name in _bls_images()}, image_params=_bls_images(),
+           initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+    Method("recaptcha_v3_enterprise", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN_UA,
+           Category.TOKEN, optional=("action", "min_score", *_TOKEN_OPTIONS),
+           selects=lambda p: _is_v3(p) and _flag(p, "enterprise"),
+           sets={"version": "v3", "enterprise": "1"}, aliases={"sitekey": "googlekey"},
+           missing_codes=_SITEKEY_CODES, initial_wait=10.0, http_verb="POST"),
+    Method("recaptcha_v3", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=("action", "min_score", *_TOKEN_OPTIONS), selects=_is_v3, sets={"version": "v3"},
+           aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=10.0,
+           http_verb="GET"),
+    Method("recaptcha_v2_enterprise", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN_UA,
+           Category.TOKEN, optional=("invisible", "data_s", "action", *_TOKEN_OPTIONS),
+           selects=lambda p: _flag(p, "enterprise"), sets={"enterprise": "1"},
+           aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=15.0),
+    Method("recaptcha_v2", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=("invisible", "data_s", "version", "enterprise", *_TOKEN_OPTIONS),
+           aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=15.0,
+           http_verb="GET"),
+    Method("turnstile", ("turnstile",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=_TOKEN_OPTIONS, aliases={"googlekey": "sitekey"}, missing_codes=_SITEKEY_CODES,
+           initial_wait=10.0, http_verb="GET"),
+    Method("cloudflare_challenge", ("cloudflare_challenge",), ("pageurl", "proxy", "proxytype"),
+           AnswerKind.CLEARANCE, Category.CHALLENGE, optional=("userAgent", "cookies", "sitekey"),
+           missing_codes={"pageurl": C.PAGEURL}, initial_wait=15.0),
+    Method("geetest_v4", ("geetest_v4", "geetest"), ("captcha_id", "pageurl"), AnswerKind.OBJECT,
+           Category.TOKEN, optional=("risk_type", "api_server", "userAgent", "proxy", "proxytype"),
+           selects=lambda p: p.get("method") == "geetest_v4" or _geetest_v4(p),
+           aliases={"gt": "captcha_id"}, missing_codes={"captcha_id": C.GOOGLEKEY, "pageurl": C.PAGEURL},
+           initial_wait=15.0, http_verb="GET"),
+    Method("geetest", ("geetest",), ("gt", "challenge", "pageurl"), AnswerKind.GEETEST, Category.TOKEN,
+           optional=("api_server", "offline", "new_captcha", "userAgent", "proxy", "proxytype"),
+           missing_codes={"gt": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0, http_verb="GET"),
+    Method("hcaptcha", ("hcaptcha",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=("invisible", *_TOKEN_OPTIONS), aliases={"googlekey": "sitekey"},
+           missing_codes=_SITEKEY_CODES, initial_wait=15.0),
+    Method("captchafox", ("captchafox",), ("sitekey", "pageurl", "proxy", "proxytype"), AnswerKind.TOKEN_UA,
+           Category.TOKEN, optional=("userAgent", "cookies"), missing_codes=_SITEKEY_CODES,
+           initial_wait=10.0, http_verb="GET"),
+    Method("friendly_captcha", ("friendly_captcha",), ("sitekey", "pageurl"), AnswerKind.TOKEN,
+           Category.TOKEN, optional=("version", *_TOKEN_OPTIONS), missing_codes=_SITEKEY_CODES,
+           initial_wait=10.0, http_verb="GET"),
+    Method("lemin", ("lemin",), ("captcha_id", "div_id", "pageurl"), AnswerKind.OBJECT, Category.TOKEN,
+           optional=("api_server", "userAgent", "proxy", "proxytype"),
+           missing_codes={"captcha_id": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=10.0,
+           http_verb="GET"),
+    Method("funcaptcha", ("funcaptcha",), ("publickey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=("surl", "data", "userAgent", "proxy", "proxytype"),
+           missing_codes={"publickey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0),
+)
+
+BY_NAME: dict[str, Method] = {method.name: method for method in METHODS}
+_BY_WIRE: dict[str, tuple[Method, ...]] = {}
+for _method in METHODS:
+    for _wire in _method.wire:
+        _BY_WIRE[_wire] = (*_BY_WIRE.get(_wire, ()), _method)
+
+WIRE_NAMES: frozenset[str] = frozenset(_BY_WIRE)
+
+
+def resolve(params: Params) -> Method | None:
+    """The row a submit's parameters name: the first row for its ``method`` whose selector agrees
+    (rows are ordered most specific first), or ``None`` for an unknown method."""
+    candidates = _BY_WIRE.get(params.get("method", ""), ())
+    for method in candidates:
+        if method.selects is None or method.selects(params):
+            return method
+    return None
+
+
+def canonical_params(params: Mapping[str, str], method: Method | None = None) -> dict[str, str]:
+    """Rename aliases to the canonical spelling. An explicit canonical name wins over an alias."""
+    out: dict[str, str] = {}
+    renames = {**GLOBAL_ALIASES, **(method.aliases if method else {})}
+    for name, value in params.items():
+        target = renames.get(name, name)
+        if target != name and target in params:
+            continue
+        out[target] = value
+    return out
+
+
+# res.php actions (PROTOCOL.md §4).
+ACTIONS: frozenset[str] = frozenset({
+    "get", "get2", "getbalance", "reportgood", "reportbad", "threadsinfo",
+    "add_pingback", "get_pingback", "del_pingback",
+})

@@ -1,0 +1,148 @@
+"""Bodies on the wire: building them (server) and reading them (client), in plain and json=1 mode.
+
+Plain: ``OK|<payload>``, ``CAPCHA_NOT_READY`` or ``<CODE>``, no trailing newline.
+json=1: ``{"status":1,"request":<payload>,...}`` or ``{"status":0,"request":"<CODE>"}``.
+Every protocol answer, errors included, is HTTP 200 (2captcha-python treats any other status as a
+network failure).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from capgate.protocol import answers
+from capgate.protocol.answers import Answer, AnswerKind
+from capgate.protocol.codes import CODES, NOT_READY, lookup
+
+PLAIN_TYPE = "text/plain; charset=utf-8"
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One protocol answer, renderable in either mode."""
+
+    status: int
+    plain: str
+    fields: Mapping[str, Any] = field(default_factory=dict)  # json body besides "status"
+
+    def render(self, json_mode: bool) -> tuple[bytes, str]:
+        if json_mode:
+            return answers.dumps({"status": self.status, **self.fields}).encode("utf-8"), JSON_TYPE
+        return self.plain.encode("utf-8"), PLAIN_TYPE
+
+
+def ok(payload: str, **extra: Any) -> Reply:
+    """``OK|payload``; json ``request`` is the payload as text."""
+    return Reply(1, f"OK|{payload}", {"request": payload, **extra})
+
+
+def bare(payload: str, **extra: Any) -> Reply:
+    """A success whose plain body has no ``OK|`` (getbalance, report answers, batch ``ids=``)."""
+    return Reply(1, payload, {"request": payload, **extra})
+
+
+def code(name: str) -> Reply:
+    """An error or ``CAPCHA_NOT_READY``. Errors carry ``error_text`` in json mode, as 2captcha does."""
+    if name == NOT_READY:
+        return Reply(0, name, {"request": name})
+    known = CODES.get(name)
+    extra = {"error_text": known.meaning} if known else {}
+    return Reply(0, name, {"request": name, **extra})
+
+
+def answer(result: Answer, kind: AnswerKind) -> Reply:
+    return Reply(1, "OK|" + answers.encode_plain(result), answers.encode_json(result, kind))
+
+
+def answer_with_price(result: Answer, kind: AnswerKind, price: str) -> Reply:
+    """``get2``: plain ``OK|<answer>|<price>``; json adds ``"price"``."""
+    return Reply(1, f"OK|{answers.encode_plain(result)}|{price}",
+                 {**answers.encode_json(result, kind), "price": price})
+
+
+def batch(items: Sequence[str]) -> Reply:
+    """``get`` with ``ids=``: each slot an answer payload, ``CAPCHA_NOT_READY`` or a code, in order."""
+    return bare("|".join(items))
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+class Outcome(Enum):
+    OK = "ok"
+    NOT_READY = "not_ready"
+    ERROR = "error"
+    UNRECOGNISED = "unrecognised"  # e.g. an HTML 502 page: wait and retry (docs' generic rule)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A body read without knowing the answer's type yet."""
+
+    outcome: Outcome
+    text: str  # plain payload after "OK|", or the code, or the raw body
+    body: Mapping[str, Any] | None = None  # the json object, when the body was json
+    raw: str = ""
+
+    def answer(self, kind: AnswerKind) -> Answer:
+        if self.body is not None:
+            return answers.decode_json(kind, self.body)
+        return answers.decode_plain(kind, self.text)
+
+
+def parse(raw: bytes | str) -> Parsed:
+    """Read any in.php/res.php body, plain or json. Bodies that are neither (an HTML error page,
+    an empty body) are ``UNRECOGNISED``, never an exception. A json request for a plain body is
+    tolerated both ways: CaptchaAI sends ``ERROR_UPLOAD`` as plain text even with json=1."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            body = json.loads(stripped)
+        except json.JSONDecodeError:
+            return Parsed(Outcome.UNRECOGNISED, text, raw=text)
+        if isinstance(body, dict):
+            return _parse_json(body, text)
+        return Parsed(Outcome.UNRECOGNISED, text, raw=text)
+    if stripped.startswith("OK|"):
+        return Parsed(Outcome.OK, stripped[3:], raw=text)
+    if stripped in (NOT_READY, "CAPTCHA_NOT_READY"):
+        return Parsed(Outcome.NOT_READY, NOT_READY, raw=text)
+    if lookup(stripped) is not None or (stripped.startswith("ERROR_") and stripped.isupper()):
+        return Parsed(Outcome.ERROR, stripped, raw=text)
+    return Parsed(Outcome.UNRECOGNISED, text, raw=text)
+
+
+def _parse_json(body: dict[str, Any], text: str) -> Parsed:
+    status = body.get("status")
+    request = body.get("request")
+    try:
+        status_value = int(status) if status is not None else None
+    except (TypeError, ValueError):
+        status_value = None
+    if status_value == 1:
+        payload = request if isinstance(request, str) else answers.dumps(request)
+        return Parsed(Outcome.OK, payload, body, raw=text)
+    if status_value == 0 and isinstance(request, str):
+        if request in (NOT_READY, "CAPTCHA_NOT_READY"):
+            return Parsed(Outcome.NOT_READY, NOT_READY, body, raw=text)
+        return Parsed(Outcome.ERROR, request, body, raw=text)
+    return Parsed(Outcome.UNRECOGNISED, text, body, raw=text)
+
+
+def split_batch(payload: str, count: int) -> list[str] | None:
+    """Slots of a batch answer, or ``None`` when an answer held a ``|`` and the count is off
+    (the caller then asks for those tasks one by one)."""
+    items = payload.split("|")
+    return items if len(items) == count else None
+
+
+def split_price(payload: str) -> tuple[str, str]:
+    """``get2`` payload ``<answer>|<price>``: the price is after the *last* ``|``."""
+    value, _, price = payload.rpartition("|")
+    return value, price

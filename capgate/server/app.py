@@ -1,0 +1,142 @@
+"""The HTTP face of capgate: in.php and res.php over Starlette, plus the background workers.
+
+Every protocol answer is HTTP 200, whatever went wrong: clients (2captcha-python above all) treat
+any other status as a network failure and would retry a request that can never succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from capgate.paths import sqlite_path
+from capgate.protocol import wire
+from capgate.protocol.codes import C
+from capgate.server.params import (
+    BadParameters,
+    BadUpload,
+    BodyTooLarge,
+    RequestParams,
+    parse_body,
+    parse_query,
+    read_body,
+)
+from capgate.server.service import Service
+from capgate.settings import Settings
+from capgate.solvers.sandbox import SandboxWorker
+from capgate.store.base import Store
+
+log = logging.getLogger("capgate.server")
+SWEEP_EVERY_S = 1.0
+
+Handler = Callable[[str, RequestParams], Awaitable[wire.Reply]]
+Extension = Callable[[Service], AsyncIterator[None]]
+
+
+def open_store(settings: Settings) -> Store:
+    path = sqlite_path(settings.db)
+    if path is None:
+        from capgate.store.postgres import PostgresStore
+
+        return PostgresStore(settings.db)
+    from capgate.store.sqlite import SQLiteStore
+
+    return SQLiteStore(Path(path))
+
+
+async def _read_params(request: Request, limit: int) -> RequestParams:
+    params = RequestParams(values=parse_query(request.scope.get("query_string", b"")))
+    if request.method == "POST":
+        declared = request.headers.get("content-length")
+        body = await read_body(request.stream(), int(declared) if declared and declared.isdigit() else None,
+                               limit)
+        from_body = parse_body(request.headers.get("content-type", ""), body)
+        params.values.update(from_body.values)
+        params.files.update(from_body.files)
+    return params
+
+
+def _render(reply: wire.Reply, json_mode: bool, cors: bool) -> Response:
+    body, media_type = reply.render(json_mode)
+    headers = {"Access-Control-Allow-Origin": "*"} if cors else None
+    return Response(body, status_code=200, media_type=media_type, headers=headers)
+
+
+def _endpoint(service: Service, name: str, too_big: str) -> Callable[[Request], Awaitable[Response]]:
+    handler: Handler = service.submit if name == "in" else service.result
+
+    async def endpoint(request: Request) -> Response:
+        query = request.query_params
+        json_mode = query.get("json", "0") == "1"
+        cors = query.get("header_acao", "0") == "1"
+        try:
+            params = await _read_params(request, service.settings.body_limit)
+            json_mode = params.get("json", "0").strip() == "1"
+            cors = params.flag("header_acao")
+            ip = request.client.host if request.client else "unknown"
+            reply = await handler(ip, params)
+        except BodyTooLarge:
+            reply = wire.code(too_big)
+        except BadUpload:
+            reply = wire.code(C.UPLOAD)
+        except BadParameters:
+            reply = wire.code(C.BAD_PARAMETERS)
+        except Exception:
+            log.exception("unexpected error in %s.php", name)
+            reply = wire.code(C.SERVER_ERROR)
+        return _render(reply, json_mode, cors)
+
+    return endpoint
+
+
+async def _sweeper(service: Service) -> None:
+    while True:
+        try:
+            await service.store.sweep(time.time(), service.settings.retention)
+        except Exception:
+            log.exception("sweep failed")
+        await asyncio.sleep(SWEEP_EVERY_S)
+
+
+def create_app(settings: Settings, store: Store | None = None,
+               extensions: tuple[Extension, ...] = ()) -> Starlette:
+    """The ASGI app. ``extensions`` are async context managers run for the app's life (workers
+    that live in the server process, such as the OCR worker)."""
+    service = Service(settings, store or open_store(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.store.open()
+        service.sandbox = SandboxWorker(service.store, service.hub.settled)
+        background = [asyncio.create_task(service.sandbox.run()), asyncio.create_task(_sweeper(service))]
+        async with contextlib.AsyncExitStack() as stack:
+            for extension in extensions:
+                await stack.enter_async_context(contextlib.asynccontextmanager(extension)(service))
+            try:
+                yield
+            finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+        await service.store.close()
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("OK")
+
+    routes = [
+        Route("/in.php", _endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
+        Route("/res.php", _endpoint(service, "res", C.BAD_PARAMETERS), methods=["GET", "POST"]),
+        Route("/healthz", health),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = service
+    return app

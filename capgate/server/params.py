@@ -1,0 +1,151 @@
+"""Reading a request's parameters: query string, urlencoded or multipart body, merged (body wins).
+
+Bodies are read against a size limit and refused, without being read whole, once they pass it.
+Text must be UTF-8: anything else is refused rather than guessed (a latin-1 fallback would store a
+different answer than the one sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+MAX_FIELDS = 256
+MAX_FILES = 16
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BadParameters(Exception):
+    """Text that is not UTF-8, or a query string that cannot be read."""
+
+
+class BadUpload(Exception):
+    """A multipart body that cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+@dataclass
+class RequestParams:
+    values: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Upload] = field(default_factory=dict)
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.values.get(name, default)
+
+    def flag(self, name: str) -> bool:
+        return self.values.get(name, "0").strip().lower() in ("1", "true")
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    try:
+        text = raw.decode("ascii")
+        return dict(parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadParameters(str(exc)) from exc
+
+
+async def read_body(stream: AsyncIterator[bytes], declared: int | None, limit: int) -> bytes:
+    if declared is not None and declared > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(content_type: str, body: bytes) -> RequestParams:
+    if not body:
+        return RequestParams()
+    mime, options = parse_options_header(content_type)
+    if mime == b"multipart/form-data":
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise BadUpload("multipart body without a boundary")
+        return _parse_multipart(boundary, body)
+    if mime in (b"application/x-www-form-urlencoded", b"", b"text/plain"):
+        return RequestParams(values=parse_query(body))
+    raise BadParameters(f"unsupported content type {content_type!r}")
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadParameters("parameter is not UTF-8") from exc
+
+
+def _parse_multipart(boundary: bytes, body: bytes) -> RequestParams:
+    params = RequestParams()
+    headers: dict[bytes, bytes] = {}
+    header_name = bytearray()
+    header_value = bytearray()
+    data = bytearray()
+    counts = {"parts": 0, "ended": 0}
+
+    def on_part_begin() -> None:
+        headers.clear()
+        data.clear()
+        counts["parts"] += 1
+        if counts["parts"] > MAX_FIELDS + MAX_FILES:
+            raise BadUpload("too many parts")
+
+    def on_header_field(buf: bytes, start: int, end: int) -> None:
+        header_name.extend(buf[start:end])
+
+    def on_header_value(buf: bytes, start: int, end: int) -> None:
+        header_value.extend(buf[start:end])
+
+    def on_header_end() -> None:
+        headers[bytes(header_name).lower()] = bytes(header_value)
+        header_name.clear()
+        header_value.clear()
+
+    def on_part_data(buf: bytes, start: int, end: int) -> None:
+        data.extend(buf[start:end])
+
+    def on_part_end() -> None:
+        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
+        raw_name = disposition.get(b"name")
+        if raw_name is None:
+            raise BadUpload("part without a name")
+        name = _decode(raw_name)
+        raw_filename = disposition.get(b"filename")
+        if raw_filename is not None:
+            if len(params.files) >= MAX_FILES:
+                raise BadUpload("too many files")
+            params.files[name] = Upload(_decode(raw_filename), bytes(data))
+        else:
+            params.values[name] = _decode(bytes(data))
+
+    def on_end() -> None:
+        counts["ended"] = 1
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
+        "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_end": on_end,
+    })
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise BadUpload(str(exc)) from exc
+    if not counts["ended"]:
+        raise BadUpload("multipart body ends early")
+    return params

@@ -1,0 +1,278 @@
+"""The customer side of capgate without HTTP: in.php and res.php as functions of parameters.
+
+Order of checks on every call: banned address, then the key, then the call itself; a wrong or
+unknown key counts against the caller's address (PROTOCOL.md §0 "IP ban").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from capgate.protocol import wire
+from capgate.protocol.codes import C, OK_REPORT_RECORDED
+from capgate.protocol.methods import BY_NAME, Category
+from capgate.protocol.wire import Reply
+from capgate.server.keys import hash_secret, well_formed
+from capgate.server.notify import SettleHub
+from capgate.server.params import RequestParams
+from capgate.server.submit import Rejected, build_task
+from capgate.settings import Settings
+from capgate.solvers import sandbox
+from capgate.store.base import ReportPolicy, Store, SubmitLimits
+from capgate.store.models import Account, Task, TaskState, micros_to_usd
+
+MAX_BATCH_IDS = 100
+PRESENCE_CACHE_S = 1.0
+
+
+class Service:
+    def __init__(self, settings: Settings, store: Store, hub: SettleHub | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub or SettleHub()
+        self.sandbox: sandbox.SandboxWorker | None = None
+        self.builtin_methods: set[str] = set()  # served by in-process workers (OCR)
+        self._presence: tuple[float, set[str]] = (0.0, set())
+        self._actions: dict[str, Callable[[Account, RequestParams, float], Awaitable[Reply]]] = {
+            "get": self._get, "get2": self._get2, "getbalance": self._balance,
+            "reportgood": self._report_good, "reportbad": self._report_bad, "threadsinfo": self._threads,
+            "add_pingback": self._add_pingback, "get_pingback": self._get_pingback,
+            "del_pingback": self._del_pingback,
+        }
+
+    # ---------------------------------------------------------------------------------- guard
+
+    async def authenticate(self, ip: str, key: str, now: float) -> Account:
+        if await self.store.ip_banned(ip, now):
+            raise Rejected(C.IP_BANNED)
+        if not well_formed(key):
+            await self._strike(ip, now)
+            raise Rejected(C.WRONG_USER_KEY)
+        account = await self.store.account_by_key_hash(hash_secret(key))
+        if account is None:
+            await self._strike(ip, now)
+            raise Rejected(C.KEY_DOES_NOT_EXIST)
+        if account.disabled:
+            raise Rejected(C.KEY_DOES_NOT_EXIST)
+        return account
+
+    async def _strike(self, ip: str, now: float) -> None:
+        s = self.settings
+        if await self.store.strike(ip, now, s.ban_window, s.ban_threshold, s.ban_duration):
+            raise Rejected(C.IP_BANNED)
+
+    # ---------------------------------------------------------------------------------- in.php
+
+    async def submit(self, ip: str, request: RequestParams) -> Reply:
+        now = time.time()
+        try:
+            account = await self.authenticate(ip, request.get("key").strip(), now)
+            return await self._submit(account, request, now)
+        except Rejected as exc:
+            return wire.code(exc.code)
+
+    async def _submit(self, account: Account, request: RequestParams, now: float) -> Reply:
+        directives = sandbox.directives(request.values) if account.sandbox else None
+        delay = self.settings.sandbox_delay
+        if directives is not None:
+            if directives.noslot:
+                raise Rejected(C.NO_SLOT_AVAILABLE)
+            if directives.submit_error:
+                raise Rejected(directives.submit_error)
+            if directives.delay is not None:
+                delay = directives.delay
+        task = build_task(request, self.settings, account.sandbox, not_before=now + delay if account.sandbox else 0)
+        if not account.sandbox and not await self._served(task.method, now):
+            raise Rejected(C.NO_SLOT_AVAILABLE)
+        if task.pingback is not None and not await self._pingback_allowed(account, task.pingback):
+            raise Rejected(C.BAD_PARAMETERS)
+        limits = SubmitLimits(self.settings.thread_cap_code, self.settings.max_pending)
+        outcome = await self.store.submit(account, task, now, limits)
+        if outcome.task_id is None:
+            raise Rejected(outcome.code or C.SERVER_ERROR)
+        if account.sandbox and self.sandbox is not None:
+            self.sandbox.due_at(task.not_before)
+        return wire.ok(str(outcome.task_id))
+
+    async def _served(self, method: str, now: float) -> bool:
+        if method in self.builtin_methods:
+            return True
+        cached_at, served = self._presence
+        if now - cached_at > PRESENCE_CACHE_S:
+            served = await self.store.active_worker_methods(now - self.settings.worker_presence)
+            self._presence = (now, served)
+        return method in served or "*" in served
+
+    async def _pingback_allowed(self, account: Account, url: str) -> bool:
+        host = _host_of(url)
+        return host is not None and host in await self.store.pingback_hosts(account.id)
+
+    # ---------------------------------------------------------------------------------- res.php
+
+    async def result(self, ip: str, request: RequestParams) -> Reply:
+        now = time.time()
+        try:
+            account = await self.authenticate(ip, request.get("key").strip(), now)
+            handler = self._actions.get(request.get("action").strip())
+            if handler is None:
+                raise Rejected(C.EMPTY_ACTION)
+            return await handler(account, request, now)
+        except Rejected as exc:
+            return wire.code(exc.code)
+
+    def _slot(self, task: Task | None, now: float) -> tuple[TaskState, Task | None]:
+        if task is None:
+            return TaskState.EXPIRED, None
+        return task.effective_state(now, self.settings.retention), task
+
+    def _reply_for(self, task: Task | None, now: float, price: bool = False) -> Reply:
+        state, found = self._slot(task, now)
+        if state is TaskState.PENDING:
+            return wire.code(C.NOT_READY)
+        if state is TaskState.EXPIRED or found is None:
+            return wire.code(C.WRONG_CAPTCHA_ID)
+        if state is TaskState.UNSOLVABLE:
+            return wire.code(found.error or C.CAPTCHA_UNSOLVABLE)
+        kind = BY_NAME[found.method].answer
+        answer = wire.Parsed(wire.Outcome.OK, "", found.answer or {}).answer(kind)
+        if price:
+            return wire.answer_with_price(answer, kind, micros_to_usd(found.price))
+        return wire.answer(answer, kind)
+
+    async def _wait_for(self, account: Account, ids: list[int], request: RequestParams) -> None:
+        """``wait=N``: hold the poll until every task asked for settles, at most N seconds."""
+        raw = request.get("wait").strip()
+        if not raw:
+            return
+        try:
+            wait = min(float(raw), self.settings.max_wait)
+        except ValueError:
+            raise Rejected(C.BAD_PARAMETERS) from None
+        if wait <= 0:
+            return
+
+        async def settled() -> bool:
+            tasks = await self.store.get_tasks(account.id, ids)
+            now = time.time()
+            return all(self._slot(tasks.get(i), now)[0] is not TaskState.PENDING for i in ids)
+
+        await self.hub.wait(ids, wait, settled)
+
+    async def _get(self, account: Account, request: RequestParams, now: float) -> Reply:
+        if request.get("ids").strip():
+            return await self._get_many(account, request)
+        task_id = _task_id(request.get("id"))
+        await self._wait_for(account, [task_id], request)
+        now = time.time()
+        return self._reply_for(await self.store.get_task(account.id, task_id), now)
+
+    async def _get_many(self, account: Account, request: RequestParams) -> Reply:
+        ids = [_task_id(part) for part in request.get("ids").split(",") if part.strip()]
+        if not ids or len(ids) > MAX_BATCH_IDS:
+            raise Rejected(C.BAD_PARAMETERS)
+        await self._wait_for_any(account, ids, request)
+        now = time.time()
+        tasks = await self.store.get_tasks(account.id, ids)
+        slots = []
+        for task_id in ids:
+            reply = self._reply_for(tasks.get(task_id), now)
+            slots.append(reply.plain[3:] if reply.status == 1 else reply.plain)
+        return wire.batch(slots)
+
+    async def _wait_for_any(self, account: Account, ids: list[int], request: RequestParams) -> None:
+        """A batch long-poll returns as soon as *any* task settles: the caller has work to do."""
+        raw = request.get("wait").strip()
+        if not raw:
+            return
+        try:
+            wait = min(float(raw), self.settings.max_wait)
+        except ValueError:
+            raise Rejected(C.BAD_PARAMETERS) from None
+        if wait <= 0:
+            return
+
+        async def any_settled() -> bool:
+            tasks = await self.store.get_tasks(account.id, ids)
+            now = time.time()
+            return any(self._slot(tasks.get(i), now)[0] is not TaskState.PENDING for i in ids)
+
+        await self.hub.wait(ids, wait, any_settled)
+
+    async def _get2(self, account: Account, request: RequestParams, now: float) -> Reply:
+        task_id = _task_id(request.get("id"))
+        await self._wait_for(account, [task_id], request)
+        return self._reply_for(await self.store.get_task(account.id, task_id), time.time(), price=True)
+
+    async def _balance(self, account: Account, request: RequestParams, now: float) -> Reply:
+        return wire.bare(account.balance_usd)
+
+    async def _report(self, account: Account, request: RequestParams, now: float, good: bool) -> Reply:
+        task_id = _task_id(request.get("id"))
+        policy = ReportPolicy(self.settings.report_window, self.settings.refund_bad)
+        code = await self.store.report(account.id, task_id, good, now, policy)
+        if code is not None:
+            raise Rejected(code)
+        return wire.bare(OK_REPORT_RECORDED)
+
+    async def _report_good(self, account: Account, request: RequestParams, now: float) -> Reply:
+        return await self._report(account, request, now, True)
+
+    async def _report_bad(self, account: Account, request: RequestParams, now: float) -> Reply:
+        return await self._report(account, request, now, False)
+
+    async def _threads(self, account: Account, request: RequestParams, now: float) -> Reply:
+        working = await self.store.working_threads(account.id, now)
+        return Reply(1, f"OK|threads:{account.threads},working_threads:{working}",
+                     {"request": "OK", "threads": account.threads, "working_threads": working})
+
+    async def _add_pingback(self, account: Account, request: RequestParams, now: float) -> Reply:
+        host = _host_of(request.get("addr").strip())
+        if host is None:
+            raise Rejected(C.IP_ADDRES)
+        await self.store.add_pingback_host(account.id, host)
+        return wire.bare("OK")
+
+    async def _get_pingback(self, account: Account, request: RequestParams, now: float) -> Reply:
+        hosts = await self.store.pingback_hosts(account.id)
+        return Reply(1, "OK|" + ",".join(hosts), {"request": hosts})
+
+    async def _del_pingback(self, account: Account, request: RequestParams, now: float) -> Reply:
+        addr = request.get("addr").strip()
+        if addr == "all":
+            await self.store.del_pingback_host(account.id, None)
+        else:
+            host = _host_of(addr)
+            if host is None:
+                raise Rejected(C.IP_ADDRES)
+            await self.store.del_pingback_host(account.id, host)
+        return wire.bare("OK")
+
+
+def _task_id(raw: str) -> int:
+    text = raw.strip()
+    if not text:
+        raise Rejected(C.WRONG_CAPTCHA_ID)
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise Rejected(C.WRONG_ID_FORMAT)
+    return int(text)
+
+
+def _host_of(addr: str) -> str | None:
+    """The host a pingback address names: ``https://h:1/p`` and bare ``h`` both give ``h``."""
+    if not addr:
+        return None
+    parts = urlsplit(addr if "://" in addr else f"http://{addr}")
+    if parts.scheme not in ("http", "https"):
+        return None
+    try:
+        host = parts.hostname
+        _ = parts.port
+    except ValueError:
+        return None
+    return host.lower() if host else None
+
+
+def image_methods() -> set[str]:
+    return {m.name for m in BY_NAME.values() if m.category is Category.IMAGE}

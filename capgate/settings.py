@@ -1,0 +1,117 @@
+"""Operator settings: defaults from PROTOCOL.md §0, overridden by ``CAPGATE_*`` variables and flags.
+
+Every field can be set from the environment as ``CAPGATE_<FIELD NAME IN UPPER CASE>``; the
+command line (``capgate serve --help``) overrides the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from capgate.paths import database_url
+from capgate.protocol.codes import C
+from capgate.protocol.methods import BY_NAME
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db: str = field(default_factory=database_url)
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    # Request and image limits (§0 "Image limits").
+    body_limit: int = 8 * 1024 * 1024
+    image_min_bytes: int = 100
+    image_max_bytes: int = 1024 * 1024
+    image_max_side: int = 1000
+
+    # Task life (§0 "Deadlines").
+    image_deadline: float = 90.0
+    token_deadline: float = 300.0
+    retention: float = 900.0
+    report_window: float = 900.0
+    refund_bad: bool = True
+    max_pending: int = 100_000
+
+    # §0 "Account's own thread cap reached": ERROR_ZERO_BALANCE unless set to ERROR_NO_SLOT_AVAILABLE.
+    thread_cap_code: str = C.ZERO_BALANCE
+
+    # §0 "IP ban".
+    ban_threshold: int = 20
+    ban_window: float = 60.0
+    ban_duration: float = 300.0
+
+    # Sandbox worker.
+    sandbox_delay: float = 1.0
+
+    # Workers.
+    lease: float = 30.0
+    max_attempts: int = 3
+    worker_presence: float = 60.0  # a worker seen this recently counts as serving its methods
+    ocr: bool = True  # the built-in OCR worker
+    ocr_processes: int = 0  # 0: one per core
+    max_wait: float = 30.0  # longest res.php long-poll (wait=N)
+
+    # Pingback.
+    pingback_allow_private: bool = False
+    pingback_attempts: int = 5
+
+    # Per-method prices in USD, "normal=0.001,recaptcha_v2=0.002"; unset methods use the registry's.
+    prices: str = ""
+
+    def price_of(self, method: str) -> Decimal:
+        overrides = parse_prices(self.prices)
+        return overrides.get(method, BY_NAME[method].price if method in BY_NAME else Decimal(0))
+
+
+def parse_prices(text: str) -> dict[str, Decimal]:
+    prices: dict[str, Decimal] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name.strip() not in BY_NAME:
+            raise ValueError(f"bad price {item!r}: expected METHOD=USD with a known method")
+        try:
+            prices[name.strip()] = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"bad price {item!r}: {value!r} is not a number") from None
+    return prices
+
+
+def _coerce(kind: Any, raw: str, name: str) -> Any:
+    if kind in (bool, "bool"):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"CAPGATE_{name.upper()}: expected true/false, got {raw!r}")
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"CAPGATE_{name.upper()}: expected a number, got {raw!r}") from None
+    return raw
+
+
+def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``CAPGATE_*`` variables, then ``overrides`` (flags) where not ``None``."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw = env.get(f"CAPGATE_{f.name.upper()}")
+        if raw is not None and (raw != "" or f.type in ("str", str)):
+            values[f.name] = _coerce(f.type, raw, f.name)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    parse_prices(settings.prices)
+    if settings.thread_cap_code not in (C.ZERO_BALANCE, C.NO_SLOT_AVAILABLE):
+        raise ValueError("CAPGATE_THREAD_CAP_CODE: ERROR_ZERO_BALANCE or ERROR_NO_SLOT_AVAILABLE")
+    return settings

@@ -1,0 +1,1 @@
+"""Image-captcha recognition: the generic ddddocr model and trained per-family profiles."""

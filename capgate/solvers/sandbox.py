@@ -1,0 +1,209 @@
+"""The sandbox worker: answers every task of a sandbox account, deterministically and fakely.
+
+Integrations test against it without real solving. Answers depend only on the task's parameters and
+images, so the same submit always gets the same answer; tokens say they are fake.
+
+Magic inputs (put them in any parameter: ``pageurl``, ``sitekey``, ``textinstructions``, or a
+``sandbox`` parameter that other services ignore):
+
+==========================  ===============================================================
+``sandbox-unsolvable``      settles as ``ERROR_CAPTCHA_UNSOLVABLE`` (not charged)
+``sandbox-slow-N``          answers after N seconds instead of the default delay
+``sandbox-noslot``          in.php answers ``ERROR_NO_SLOT_AVAILABLE``
+``sandbox-error-CODE``      in.php answers CODE if it is an in.php code (``ERROR_ZERO_BALANCE``,
+                            ``ERROR_CAPTCHAIMAGE_BLOCKED``, ...); otherwise the task settles
+                            with CODE (``ERROR_PROXY_CONNECTION_FAILED``, ``ERROR_TOKEN_EXPIRED``)
+``sandbox-answer-TEXT``     the answer of an image task is TEXT
+==========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from capgate.protocol import answers
+from capgate.protocol.answers import (
+    Answer,
+    AnswerKind,
+    CellsAnswer,
+    ClearanceAnswer,
+    GeeTestAnswer,
+    ObjectAnswer,
+    TextAnswer,
+    TokenAnswer,
+)
+from capgate.protocol.codes import CODES, C, Endpoint
+from capgate.protocol.methods import BY_NAME
+from capgate.store.base import Store
+from capgate.store.models import Pool, Task
+
+log = logging.getLogger("capgate.sandbox")
+
+WORKER_NAME = "sandbox"
+FAKE_USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                   "capgate-sandbox/1.0 FAKE")
+_DIRECTIVE = re.compile(r"sandbox-(unsolvable|noslot|slow-(\d+(?:\.\d+)?)|error-([A-Z_]+)|answer-([^\s&]+))")
+
+
+@dataclass(frozen=True)
+class Directives:
+    unsolvable: bool = False
+    noslot: bool = False
+    delay: float | None = None
+    submit_error: str | None = None
+    settle_error: str | None = None
+    answer: str | None = None
+
+
+def directives(params: Mapping[str, str]) -> Directives:
+    found: dict[str, object] = {}
+    for value in params.values():
+        for match in _DIRECTIVE.finditer(value):
+            word, slow, error, answer = match.groups()
+            if word == "unsolvable":
+                found["unsolvable"] = True
+            elif word == "noslot":
+                found["noslot"] = True
+            elif slow is not None:
+                found["delay"] = float(slow)
+            elif error is not None and error in CODES:
+                key = "submit_error" if CODES[error].endpoints & Endpoint.IN and error != C.PROXY_CONNECTION_FAILED \
+                    else "settle_error"
+                found[key] = error
+            elif answer is not None:
+                found["answer"] = answer
+    return Directives(**found)  # type: ignore[arg-type]
+
+
+def _digest(task: Task, blobs: Mapping[str, bytes]) -> str:
+    h = hashlib.sha256(task.method.encode())
+    for name in sorted(task.params):
+        h.update(f"{name}={task.params[name]}\x00".encode())
+    for name in sorted(blobs):
+        h.update(hashlib.sha256(blobs[name]).digest())
+    return h.hexdigest()
+
+
+def _text_answer(task: Task, digest: str) -> str:
+    p = task.params
+    numeric = int(p.get("numeric", "0") or 0)
+    if p.get("calc") in ("1", "true"):
+        return str(int(digest[:4], 16) % 100)
+    alphabet = {1: "0123456789", 2: "abcdefghjkmnpqrstuvwxyz", 4: "abcdefghjkmnpqrstuvwxyz"}.get(
+        numeric, "23456789abcdefghjkmnpqrstuvwxyz")
+    if p.get("regsense") in ("1", "true") and numeric != 1:
+        alphabet += alphabet.upper()
+    low = int(p.get("min_len", "0") or 0)
+    high = int(p.get("max_len", "0") or 0)
+    length = max(low, min(high, 6)) if high else max(low, 6)
+    value = int(digest, 16)
+    chars = []
+    for _ in range(length):
+        value, index = divmod(value, len(alphabet))
+        chars.append(alphabet[index])
+    return "".join(chars)
+
+
+def _object_answer(task: Task, digest: str) -> dict[str, str]:
+    if task.method == "lemin":
+        return {"answer": f"FAKE-LEMIN-ANSWER-{digest[:24]}", "challenge_id": f"fake-{digest[24:40]}"}
+    return {"captcha_id": task.params.get("captcha_id", ""), "lot_number": digest[:32],
+            "pass_token": f"FAKE-PASS-TOKEN-{digest[32:56]}", "gen_time": str(int(task.created_at)),
+            "captcha_output": f"FAKE-OUTPUT-{digest[:40]}"}
+
+
+def _cells(task: Task, digest: str) -> tuple[int, ...]:
+    if task.method == "bls":
+        count = 9
+    else:
+        size = task.params.get("grid_size", "")
+        rows = int(task.params.get("recaptcharows", "0") or 0)
+        cols = int(task.params.get("recaptchacols", "0") or 0)
+        count = (rows * cols) if rows and cols else (16 if size == "4x4" else 9)
+    picked = sorted({int(digest[i:i + 2], 16) % count + 1 for i in range(0, 8, 2)})
+    return tuple(picked)
+
+
+_BUILDERS: dict[AnswerKind, Callable[[Task, str, Directives], Answer]] = {
+    AnswerKind.TEXT: lambda t, d, x: TextAnswer(x.answer if x.answer is not None else _text_answer(t, d)),
+    AnswerKind.TOKEN: lambda t, d, x: TokenAnswer(f"SANDBOX-FAKE-TOKEN-{d}"),
+    AnswerKind.TOKEN_UA: lambda t, d, x: TokenAnswer(f"SANDBOX-FAKE-TOKEN-{d}",
+                                                     t.params.get("userAgent") or FAKE_USER_AGENT),
+    AnswerKind.GEETEST: lambda t, d, x: GeeTestAnswer(t.params.get("challenge", d[:32]),
+                                                      f"fake{d[:28]}", f"fake{d[:28]}|jordan"),
+    AnswerKind.CLEARANCE: lambda t, d, x: ClearanceAnswer(f"FAKE-CF-CLEARANCE-{d}",
+                                                          t.params.get("userAgent") or FAKE_USER_AGENT),
+    AnswerKind.CELLS: lambda t, d, x: CellsAnswer(_cells(t, d)),
+    AnswerKind.OBJECT: lambda t, d, x: ObjectAnswer(_object_answer(t, d)),
+}
+
+
+def solve(task: Task, blobs: Mapping[str, bytes]) -> tuple[dict[str, object] | None, str | None]:
+    """``(answer json fields, None)`` or ``(None, error code)``."""
+    found = directives(task.params)
+    if found.unsolvable:
+        return None, C.CAPTCHA_UNSOLVABLE
+    if found.settle_error:
+        return None, found.settle_error
+    kind = BY_NAME[task.method].answer
+    result = _BUILDERS[kind](task, _digest(task, blobs), found)
+    return answers.encode_json(result, kind), None
+
+
+class SandboxWorker:
+    """Claims due sandbox tasks through the same store contract as every other worker."""
+
+    def __init__(self, store: Store, on_settled: Callable[[int], None]) -> None:
+        self.store = store
+        self.on_settled = on_settled
+        self._wake = asyncio.Event()
+        self._due: list[float] = []  # heap of due times of tasks submitted through this process
+
+    def due_at(self, when: float) -> None:
+        """A sandbox task was submitted here: wake up when it is due, not on the next tick."""
+        heapq.heappush(self._due, when)
+        self._wake.set()
+
+    async def run(self, idle_s: float = 0.5) -> None:
+        while True:
+            try:
+                worked = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sandbox worker step failed")
+                worked = False
+            if worked:
+                continue
+            now = time.time()
+            if self._due and self._due[0] <= now:
+                while self._due and self._due[0] <= now:
+                    heapq.heappop(self._due)
+                continue  # something fell due since the claim: claim again before sleeping
+            wait = idle_s if not self._due else min(idle_s, self._due[0] - now)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
+
+    async def step(self) -> bool:
+        now = time.time()
+        task = await self.store.claim([Pool.SANDBOX.value], None, WORKER_NAME, 30.0, now)
+        if task is None:
+            return False
+        blobs = await self.store.blobs(task.id)
+        answer, error = solve(task, blobs)
+        if answer is not None:
+            await self.store.complete(task.id, WORKER_NAME, answer, 1.0, time.time())
+        else:
+            await self.store.fail(task.id, WORKER_NAME, error, 1, time.time())
+        self.on_settled(task.id)
+        return True

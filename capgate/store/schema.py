@@ -1,0 +1,81 @@
+"""Schema migrations, applied in order; each entry is one version. Append, never edit."""
+
+from __future__ import annotations
+
+SQLITE_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_hash TEXT NOT NULL UNIQUE,
+        key_prefix TEXT NOT NULL,
+        threads INTEGER NOT NULL,
+        balance INTEGER NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        sandbox INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        task_id INTEGER REFERENCES tasks(id),
+        kind TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        balance_after INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX ledger_account ON ledger (account_id, id);
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        method TEXT NOT NULL,
+        params TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        price INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        deadline_at REAL NOT NULL,
+        not_before REAL NOT NULL,
+        answer TEXT,
+        error TEXT,
+        settled_at REAL,
+        report TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_until REAL,
+        confidence REAL,
+        pingback TEXT
+    );
+    CREATE INDEX tasks_account_pending ON tasks (account_id, state, fingerprint);
+    CREATE INDEX tasks_queue ON tasks (state, pool, method, not_before);
+    CREATE INDEX tasks_settled ON tasks (state, settled_at);
+    CREATE TABLE task_blobs (
+        task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (task_id, name)
+    );
+    CREATE TABLE ip_strikes (ip TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX ip_strikes_ip ON ip_strikes (ip, at);
+    CREATE TABLE ip_bans (ip TEXT PRIMARY KEY, until REAL NOT NULL);
+    CREATE TABLE pingback_hosts (
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        host TEXT NOT NULL,
+        PRIMARY KEY (account_id, host)
+    );
+    CREATE TABLE workers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        token_prefix TEXT NOT NULL,
+        methods TEXT NOT NULL,
+        human INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        last_seen REAL,
+        serving TEXT
+    );
+    """,
+)

@@ -1,0 +1,430 @@
+"""SQLite backend: one file, WAL mode, one writer thread, reads on the caller's thread.
+
+Reads are single indexed look-ups that take microseconds and never wait for a writer in WAL mode,
+so they run inline; a hop to a thread would cost more than the query. Every write runs on one
+dedicated thread in ``BEGIN IMMEDIATE`` transactions, so a ``busy_timeout`` wait for another
+process never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from capgate.protocol.codes import C
+from capgate.store.base import ReportPolicy, Store, SubmitLimits, SubmitOutcome
+from capgate.store.ids import new_task_id
+from capgate.store.models import (
+    Account,
+    LedgerEntry,
+    LedgerKind,
+    NewTask,
+    Task,
+    TaskState,
+    WorkerToken,
+)
+from capgate.store.schema import SQLITE_MIGRATIONS
+
+T = TypeVar("T")
+
+
+def _account(row: sqlite3.Row) -> Account:
+    return Account(id=row["id"], key_prefix=row["key_prefix"], threads=row["threads"],
+                   balance=row["balance"], disabled=bool(row["disabled"]), sandbox=bool(row["sandbox"]),
+                   created_at=row["created_at"], settings=json.loads(row["settings"]))
+
+
+def _worker(row: sqlite3.Row) -> WorkerToken:
+    return WorkerToken(id=row["id"], name=row["name"], token_prefix=row["token_prefix"],
+                       methods=tuple(json.loads(row["methods"])), human=bool(row["human"]),
+                       disabled=bool(row["disabled"]), created_at=row["created_at"])
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._reader_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capgate-sqlite-writer")
+        self._writer = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        await self._run(self._migrate)
+        self._reader = self._connect()
+
+    def open_sync(self) -> None:
+        """For command-line tools that touch the store without an event loop."""
+        asyncio.run(self.open())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._writer is not None and self._executor is not None:
+            writer = self._writer
+            await asyncio.get_running_loop().run_in_executor(self._executor, writer.close)
+            self._writer = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
+        current = row["v"] or 0
+        for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
+            if version > current:
+                conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n"
+                                   f"INSERT INTO schema_version VALUES ({version});\nCOMMIT;")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._executor is not None and self._writer is not None, "store is not open"
+        writer = self._writer
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, writer)
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        return await self._run(run)
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        assert self._reader is not None, "store is not open"
+        with self._reader_lock:
+            return self._reader.execute(sql, args).fetchall()
+
+    def _read_one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = self._read(sql, args)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------------------------ accounts
+
+    async def create_account(self, key_hash: str, key_prefix: str, threads: int, balance: int,
+                             sandbox: bool) -> Account:
+        def run(conn: sqlite3.Connection) -> Account:
+            now = time.time()
+            cur = conn.execute(
+                "INSERT INTO accounts (key_hash, key_prefix, threads, balance, disabled, sandbox, created_at,"
+                " settings) VALUES (?, ?, ?, 0, 0, ?, ?, '{}')",
+                (key_hash, key_prefix, threads, int(sandbox), now))
+            account_id = int(cur.lastrowid or 0)
+            if balance:
+                _ledger(conn, account_id, None, LedgerKind.TOPUP, balance, now, "initial balance")
+            return _account(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
+        return await self._tx(run)
+
+    async def account_by_key_hash(self, key_hash: str) -> Account | None:
+        row = self._read_one("SELECT * FROM accounts WHERE key_hash = ?", (key_hash,))
+        return _account(row) if row else None
+
+    async def account_by_prefix(self, prefix: str) -> list[Account]:
+        rows = self._read("SELECT * FROM accounts WHERE key_prefix LIKE ? ORDER BY id",
+                          (prefix.replace("%", "").replace("_", "") + "%",))
+        return [_account(r) for r in rows]
+
+    async def list_accounts(self) -> list[Account]:
+        return [_account(r) for r in self._read("SELECT * FROM accounts ORDER BY id")]
+
+    async def topup(self, account_id: int, amount: int, note: str) -> Account:
+        def run(conn: sqlite3.Connection) -> Account:
+            _ledger(conn, account_id, None, LedgerKind.TOPUP, amount, time.time(), note)
+            return _account(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
+        return await self._tx(run)
+
+    async def update_account(self, account_id: int, *, disabled: bool | None = None,
+                             threads: int | None = None, settings: dict[str, object] | None = None,
+                             ) -> Account:
+        def run(conn: sqlite3.Connection) -> Account:
+            if disabled is not None:
+                conn.execute("UPDATE accounts SET disabled = ? WHERE id = ?", (int(disabled), account_id))
+            if threads is not None:
+                conn.execute("UPDATE accounts SET threads = ? WHERE id = ?", (threads, account_id))
+            if settings is not None:
+                row = conn.execute("SELECT settings FROM accounts WHERE id = ?", (account_id,)).fetchone()
+                merged = {**json.loads(row["settings"]), **settings}
+                conn.execute("UPDATE accounts SET settings = ? WHERE id = ?", (json.dumps(merged), account_id))
+            return _account(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
+        return await self._tx(run)
+
+    async def ledger(self, account_id: int, limit: int = 100) -> list[LedgerEntry]:
+        rows = self._read("SELECT * FROM ledger WHERE account_id = ? ORDER BY id DESC LIMIT ?",
+                          (account_id, limit))
+        return [LedgerEntry(id=r["id"], account_id=r["account_id"], task_id=r["task_id"],
+                            kind=LedgerKind(r["kind"]), amount=r["amount"], balance_after=r["balance_after"],
+                            created_at=r["created_at"], note=r["note"]) for r in rows]
+
+    # ------------------------------------------------------------------------------------ tasks
+
+    async def submit(self, account: Account, task: NewTask, now: float, limits: SubmitLimits,
+                     ) -> SubmitOutcome:
+        def run(conn: sqlite3.Connection) -> SubmitOutcome:
+            live = conn.execute(
+                "SELECT COUNT(*) AS n, COALESCE(SUM(price), 0) AS reserved FROM tasks"
+                " WHERE account_id = ? AND state = 'pending' AND deadline_at > ?",
+                (account.id, now)).fetchone()
+            if live["n"] >= account.threads:
+                return SubmitOutcome(code=limits.thread_cap_code)
+            balance = conn.execute("SELECT balance FROM accounts WHERE id = ?", (account.id,)).fetchone()
+            if task.price > 0 and balance["balance"] - live["reserved"] < task.price:
+                return SubmitOutcome(code=C.ZERO_BALANCE)
+            duplicate = conn.execute(
+                "SELECT 1 FROM tasks WHERE account_id = ? AND fingerprint = ? AND state = 'pending'"
+                " AND deadline_at > ? LIMIT 1", (account.id, task.fingerprint, now)).fetchone()
+            if duplicate:
+                return SubmitOutcome(code=C.BAD_DUPLICATES)
+            queued = conn.execute("SELECT COUNT(*) AS n FROM tasks WHERE state = 'pending'"
+                                  " AND deadline_at > ?", (now,)).fetchone()
+            if queued["n"] >= limits.max_pending:
+                return SubmitOutcome(code=C.NO_SLOT_AVAILABLE)
+            for _ in range(8):
+                task_id = new_task_id()
+                try:
+                    conn.execute(
+                        "INSERT INTO tasks (id, account_id, method, params, fingerprint, state, pool, price,"
+                        " created_at, deadline_at, not_before, attempts, pingback)"
+                        " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, 0, ?)",
+                        (task_id, account.id, task.method, json.dumps(task.params, ensure_ascii=False),
+                         task.fingerprint, task.pool.value, task.price, now, now + task.deadline_s,
+                         task.not_before or now, task.pingback))
+                    break
+                except sqlite3.IntegrityError:
+                    continue
+            else:  # pragma: no cover - 8 collisions in a 9e10 space
+                return SubmitOutcome(code=C.SERVER_ERROR)
+            conn.executemany("INSERT INTO task_blobs (task_id, name, data) VALUES (?, ?, ?)",
+                             [(task_id, name, data) for name, data in task.blobs.items()])
+            return SubmitOutcome(task_id=task_id)
+        return await self._tx(run)
+
+    async def get_task(self, account_id: int, task_id: int) -> Task | None:
+        row = self._read_one("SELECT * FROM tasks WHERE id = ? AND account_id = ?", (task_id, account_id))
+        return Task.from_row(row) if row else None
+
+    async def get_tasks(self, account_id: int, task_ids: Sequence[int]) -> dict[int, Task]:
+        if not task_ids:
+            return {}
+        marks = ",".join("?" * len(task_ids))
+        rows = self._read(f"SELECT * FROM tasks WHERE account_id = ? AND id IN ({marks})",
+                          (account_id, *task_ids))
+        return {int(r["id"]): Task.from_row(r) for r in rows}
+
+    async def working_threads(self, account_id: int, now: float) -> int:
+        row = self._read_one("SELECT COUNT(*) AS n FROM tasks WHERE account_id = ? AND state = 'pending'"
+                             " AND deadline_at > ?", (account_id, now))
+        return int(row["n"]) if row else 0
+
+    async def report(self, account_id: int, task_id: int, good: bool, now: float,
+                     policy: ReportPolicy) -> str | None:
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT * FROM tasks WHERE id = ? AND account_id = ?",
+                               (task_id, account_id)).fetchone()
+            if row is None:
+                return C.WRONG_CAPTCHA_ID
+            task = Task.from_row(row)
+            if task.report is not None:
+                return C.DUPLICATE_REPORT
+            if task.state is not TaskState.SOLVED or task.settled_at is None:
+                return C.REPORT_NOT_RECORDED
+            if now - task.settled_at > policy.window_s:
+                return C.REPORT_NOT_RECORDED
+            conn.execute("UPDATE tasks SET report = ? WHERE id = ?", ("good" if good else "bad", task_id))
+            if not good and policy.refund_bad and task.price > 0:
+                _ledger(conn, account_id, task_id, LedgerKind.REFUND, task.price, now, "reportbad")
+            return None
+        return await self._tx(run)
+
+    # ------------------------------------------------------------------------------------ workers
+
+    async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, worker: str,
+                    lease_s: float, now: float) -> Task | None:
+        pool_marks = ",".join("?" * len(pools))
+        method_filter = ""
+        args: list[Any] = [*pools]
+        if methods is not None:
+            if not methods:
+                return None
+            method_filter = f" AND method IN ({','.join('?' * len(methods))})"
+            args.extend(methods)
+        args.extend([now, now, now])
+
+        def run(conn: sqlite3.Connection) -> Task | None:
+            row = conn.execute(
+                f"SELECT id FROM tasks WHERE state = 'pending' AND pool IN ({pool_marks}){method_filter}"
+                " AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) AND deadline_at > ?"
+                " ORDER BY not_before, created_at LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            claimed = conn.execute(
+                "UPDATE tasks SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+                " WHERE id = ? RETURNING *", (worker, now + lease_s, row["id"])).fetchone()
+            return Task.from_row(claimed)
+        return await self._tx(run)
+
+    async def blobs(self, task_id: int) -> dict[str, bytes]:
+        rows = self._read("SELECT name, data FROM task_blobs WHERE task_id = ?", (task_id,))
+        return {r["name"]: bytes(r["data"]) for r in rows}
+
+    async def heartbeat(self, task_id: int, worker: str, lease_s: float, now: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE tasks SET lease_until = ? WHERE id = ? AND state = 'pending' AND lease_owner = ?"
+                " AND lease_until >= ? AND deadline_at > ?", (now + lease_s, task_id, worker, now, now))
+            return cur.rowcount == 1
+        return await self._tx(run)
+
+    async def complete(self, task_id: int, worker: str, answer: dict[str, object],
+                       confidence: float | None, now: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "UPDATE tasks SET state = 'solved', answer = ?, confidence = ?, settled_at = ?,"
+                " lease_until = NULL WHERE id = ? AND state = 'pending' AND lease_owner = ?"
+                " AND lease_until >= ? AND deadline_at > ? RETURNING account_id, price",
+                (json.dumps(answer, ensure_ascii=False), confidence, now, task_id, worker, now, now),
+            ).fetchone()
+            if row is None:
+                return False
+            if row["price"] > 0:
+                _ledger(conn, row["account_id"], task_id, LedgerKind.CHARGE, -row["price"], now, "solved")
+            return True
+        return await self._tx(run)
+
+    async def fail(self, task_id: int, worker: str, error: str | None, max_attempts: int,
+                   now: float, retry_pool: str | None = None) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT attempts FROM tasks WHERE id = ? AND state = 'pending'"
+                               " AND lease_owner = ? AND lease_until >= ?", (task_id, worker, now)).fetchone()
+            if row is None:
+                return False
+            if error is not None and row["attempts"] >= max_attempts:
+                conn.execute("UPDATE tasks SET state = 'unsolvable', error = ?, settled_at = ?,"
+                             " lease_until = NULL WHERE id = ?", (error, now, task_id))
+            else:
+                conn.execute("UPDATE tasks SET lease_owner = NULL, lease_until = NULL,"
+                             " pool = COALESCE(?, pool) WHERE id = ?", (retry_pool, task_id))
+            return True
+        return await self._tx(run)
+
+    async def sweep(self, now: float, retention_s: float) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE tasks SET state = 'unsolvable', error = ?, settled_at = deadline_at,"
+                " lease_until = NULL WHERE state = 'pending' AND deadline_at <= ?",
+                (C.CAPTCHA_UNSOLVABLE, now))
+            cutoff = now - retention_s
+            conn.execute("DELETE FROM task_blobs WHERE task_id IN (SELECT id FROM tasks"
+                         " WHERE state != 'pending' AND settled_at < ?)", (cutoff,))
+            # Expired rows stay (ledger rows point at them) but lose their parameters and answer.
+            conn.execute("UPDATE tasks SET state = 'expired', params = '{}', answer = NULL"
+                         " WHERE state IN ('solved', 'unsolvable') AND settled_at < ?", (cutoff,))
+            conn.execute("DELETE FROM ip_strikes WHERE at < ?", (now - 3600,))
+            conn.execute("DELETE FROM ip_bans WHERE until < ?", (now,))
+            return cur.rowcount
+        return await self._tx(run)
+
+    async def pending_methods(self, now: float) -> dict[str, int]:
+        rows = self._read("SELECT method, COUNT(*) AS n FROM tasks WHERE state = 'pending'"
+                          " AND deadline_at > ? GROUP BY method", (now,))
+        return {r["method"]: int(r["n"]) for r in rows}
+
+    # ------------------------------------------------------------------------------------ addresses
+
+    async def ip_banned(self, ip: str, now: float) -> bool:
+        return self._read_one("SELECT 1 FROM ip_bans WHERE ip = ? AND until > ?", (ip, now)) is not None
+
+    async def strike(self, ip: str, now: float, window_s: float, threshold: int, ban_s: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("INSERT INTO ip_strikes (ip, at) VALUES (?, ?)", (ip, now))
+            count = conn.execute("SELECT COUNT(*) AS n FROM ip_strikes WHERE ip = ? AND at > ?",
+                                 (ip, now - window_s)).fetchone()["n"]
+            if count >= threshold:
+                conn.execute("INSERT INTO ip_bans (ip, until) VALUES (?, ?) ON CONFLICT (ip)"
+                             " DO UPDATE SET until = excluded.until", (ip, now + ban_s))
+                conn.execute("DELETE FROM ip_strikes WHERE ip = ?", (ip,))
+                return True
+            return False
+        return await self._tx(run)
+
+    # ------------------------------------------------------------------------------------ pingback
+
+    async def pingback_hosts(self, account_id: int) -> list[str]:
+        rows = self._read("SELECT host FROM pingback_hosts WHERE account_id = ? ORDER BY host", (account_id,))
+        return [r["host"] for r in rows]
+
+    async def add_pingback_host(self, account_id: int, host: str) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "INSERT OR IGNORE INTO pingback_hosts (account_id, host) VALUES (?, ?)", (account_id, host)))
+
+    async def del_pingback_host(self, account_id: int, host: str | None) -> None:
+        if host is None:
+            await self._tx(lambda conn: conn.execute(
+                "DELETE FROM pingback_hosts WHERE account_id = ?", (account_id,)))
+        else:
+            await self._tx(lambda conn: conn.execute(
+                "DELETE FROM pingback_hosts WHERE account_id = ? AND host = ?", (account_id, host)))
+
+    # ------------------------------------------------------------------------------------ workers
+
+    async def create_worker(self, name: str, token_hash: str, token_prefix: str, methods: Sequence[str],
+                            human: bool) -> WorkerToken:
+        def run(conn: sqlite3.Connection) -> WorkerToken:
+            cur = conn.execute(
+                "INSERT INTO workers (name, token_hash, token_prefix, methods, human, disabled, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (name, token_hash, token_prefix, json.dumps(list(methods)), int(human), time.time()))
+            return _worker(conn.execute("SELECT * FROM workers WHERE id = ?", (cur.lastrowid,)).fetchone())
+        return await self._tx(run)
+
+    async def worker_by_token_hash(self, token_hash: str) -> WorkerToken | None:
+        row = self._read_one("SELECT * FROM workers WHERE token_hash = ?", (token_hash,))
+        return _worker(row) if row else None
+
+    async def list_workers(self) -> list[WorkerToken]:
+        return [_worker(r) for r in self._read("SELECT * FROM workers ORDER BY id")]
+
+    async def worker_seen(self, worker_id: int, methods: Sequence[str], now: float) -> None:
+        await self._tx(lambda conn: conn.execute(
+            "UPDATE workers SET last_seen = ?, serving = ? WHERE id = ?",
+            (now, json.dumps(list(methods)), worker_id)))
+
+    async def active_worker_methods(self, since: float) -> set[str]:
+        rows = self._read("SELECT serving FROM workers WHERE disabled = 0 AND last_seen >= ?", (since,))
+        served: set[str] = set()
+        for row in rows:
+            served.update(json.loads(row["serving"] or "[]"))
+        return served
+
+
+def _ledger(conn: sqlite3.Connection, account_id: int, task_id: int | None, kind: LedgerKind, amount: int,
+            now: float, note: str) -> None:
+    """Move money and write the row that says why, in the caller's transaction."""
+    row = conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING balance",
+                       (amount, account_id)).fetchone()
+    conn.execute("INSERT INTO ledger (account_id, task_id, kind, amount, balance_after, created_at, note)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?)", (account_id, task_id, kind.value, amount, row["balance"], now, note))
