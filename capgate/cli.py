@@ -166,10 +166,53 @@ def cmd_keys_threads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _account_settings(args: argparse.Namespace) -> dict[str, object]:
+    """Per-account settings from ``keys set`` flags; ``off`` removes one (stored as null)."""
+    changes: dict[str, object] = {}
+    if args.human_threshold is not None:
+        if args.human_threshold == "off":
+            changes["human_threshold"] = None
+        else:
+            try:
+                value = float(args.human_threshold)
+            except ValueError:
+                raise CliError(f"--human-threshold: 0 to 1, or off; got {args.human_threshold!r}") from None
+            if not 0 <= value <= 1:
+                raise CliError("--human-threshold: a confidence from 0 to 1, or off")
+            changes["human_threshold"] = value
+    if args.keep_labels is not None:
+        if args.keep_labels not in ("on", "off"):
+            raise CliError("--keep-labels: on or off")
+        changes["keep_labels"] = args.keep_labels == "on"
+    if args.profile is not None:
+        from capgate.solvers.ocr.profile import valid_profile_name
+
+        if args.profile != "off" and not valid_profile_name(args.profile):
+            raise CliError(f"--profile: not a profile name: {args.profile!r}")
+        changes["profile"] = None if args.profile == "off" else args.profile
+    if not changes:
+        raise CliError("nothing to set: --human-threshold, --keep-labels or --profile")
+    return changes
+
+
+def cmd_keys_set(args: argparse.Namespace) -> int:
+    changes = _account_settings(args)
+
+    async def run(store: Store) -> Account:
+        account = await _find(store, args.account)
+        return await store.update_account(account.id, settings=changes)
+
+    account = with_store(settings_from(args), run)
+    print(_describe(account))
+    shown = {name: value for name, value in account.settings.items() if value is not None}
+    print("settings: " + (", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none"))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 
-def _add_db(parser: argparse.ArgumentParser) -> None:
+def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="database (SQLite path or postgresql:// URL); "
                                                    "default $CAPGATE_DB or .capgate/capgate.db")
 
@@ -179,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service")
-    _add_db(serve)
+    add_db_option(serve)
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--ssl-certfile", dest="ssl_certfile", default=None)
@@ -193,30 +236,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="API keys (accounts)").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create an account; prints its key alone on the last line")
-    _add_db(create)
+    add_db_option(create)
     create.add_argument("--sandbox", action="store_true", help="answered by the built-in sandbox worker")
     create.add_argument("--threads", type=_positive_int, default=5)
     create.add_argument("--balance", type=_usd, default=Decimal(0), help="initial balance in USD")
     create.set_defaults(func=cmd_keys_create)
     listing = keys.add_parser("list", help="list accounts")
-    _add_db(listing)
+    add_db_option(listing)
     listing.set_defaults(func=cmd_keys_list)
     topup = keys.add_parser("topup", help="add USD to an account's balance")
-    _add_db(topup)
+    add_db_option(topup)
     topup.add_argument("account", help="account id, key, or key prefix")
     topup.add_argument("amount", type=_usd)
     topup.add_argument("--note", default="topup")
     topup.set_defaults(func=cmd_keys_topup)
     disable = keys.add_parser("disable", help="disable (or --enable) an account")
-    _add_db(disable)
+    add_db_option(disable)
     disable.add_argument("account")
     disable.add_argument("--enable", action="store_true")
     disable.set_defaults(func=cmd_keys_disable)
     threads = keys.add_parser("threads", help="set an account's thread cap")
-    _add_db(threads)
+    add_db_option(threads)
     threads.add_argument("account")
     threads.add_argument("threads", type=_positive_int)
     threads.set_defaults(func=cmd_keys_threads)
+    setting = keys.add_parser("set", help="per-account settings")
+    add_db_option(setting)
+    setting.add_argument("account")
+    setting.add_argument("--human-threshold", dest="human_threshold", default=None,
+                         help="OCR answers below this confidence go to human workers (0-1, or off)")
+    setting.add_argument("--keep-labels", dest="keep_labels", default=None,
+                         help="on: keep confirmed and human answers as training labels")
+    setting.add_argument("--profile", default=None, help="default OCR profile for this account (or off)")
+    setting.set_defaults(func=cmd_keys_set)
 
     import importlib
 

@@ -58,6 +58,9 @@ class Settings:
     ocr_processes: int = 0  # 0: one per core
     max_wait: float = 30.0  # longest res.php long-poll (wait=N)
 
+    # Labels kept from use (opt-in per account), per family folder.
+    label_limit: int = 10_000
+
     # Pingback.
     pingback_allow_private: bool = False
     pingback_attempts: int = 5

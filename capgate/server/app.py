@@ -15,7 +15,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from capgate.paths import sqlite_path
@@ -30,13 +30,16 @@ from capgate.server.params import (
     parse_query,
     read_body,
 )
+from capgate.server.pingback import PingbackSender
 from capgate.server.service import Service
+from capgate.server.workers import WorkerApi
 from capgate.settings import Settings
 from capgate.solvers.sandbox import SandboxWorker
 from capgate.store.base import Store
 
 log = logging.getLogger("capgate.server")
 SWEEP_EVERY_S = 1.0
+HUMAN_PAGE = Path(__file__).parent / "static" / "human.html"
 
 Handler = Callable[[str, RequestParams], Awaitable[wire.Reply]]
 Extension = Callable[[Service], AsyncIterator[None]]
@@ -101,7 +104,10 @@ def _endpoint(service: Service, name: str, too_big: str) -> Callable[[Request], 
 async def _sweeper(service: Service) -> None:
     while True:
         try:
-            await service.store.sweep(time.time(), service.settings.retention)
+            settled = await service.store.sweep(time.time(), service.settings.retention,
+                                                service.settings.max_attempts)
+            for task_id in settled:
+                service.hub.settled(task_id)
         except Exception:
             log.exception("sweep failed")
         await asyncio.sleep(SWEEP_EVERY_S)
@@ -117,7 +123,10 @@ def create_app(settings: Settings, store: Store | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.store.open()
         service.sandbox = SandboxWorker(service.store, service.hub.settled)
-        background = [asyncio.create_task(service.sandbox.run()), asyncio.create_task(_sweeper(service))]
+        pingbacks = PingbackSender(service.settings, service.store)
+        service.hub.on_settle.append(pingbacks.wake)
+        background = [asyncio.create_task(service.sandbox.run()), asyncio.create_task(_sweeper(service)),
+                      asyncio.create_task(pingbacks.run())]
         async with contextlib.AsyncExitStack() as stack:
             for extension in extensions:
                 await stack.enter_async_context(contextlib.asynccontextmanager(extension)(service))
@@ -132,10 +141,15 @@ def create_app(settings: Settings, store: Store | None = None,
     async def health(request: Request) -> Response:
         return PlainTextResponse("OK")
 
+    async def human(request: Request) -> Response:
+        return HTMLResponse(HUMAN_PAGE.read_bytes(), headers={"Cache-Control": "no-store"})
+
     routes = [
         Route("/in.php", _endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
         Route("/res.php", _endpoint(service, "res", C.BAD_PARAMETERS), methods=["GET", "POST"]),
         Route("/healthz", health),
+        Route("/human", human),
+        *WorkerApi(service.dispatcher).routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service

@@ -7,6 +7,7 @@ the database is seen on the next re-check, a fraction of a second later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 
 RECHECK_S = 0.25
@@ -15,10 +16,31 @@ RECHECK_S = 0.25
 class SettleHub:
     def __init__(self) -> None:
         self._waiters: dict[int, set[asyncio.Event]] = {}
+        self._queue_waiters: set[asyncio.Event] = set()
+        self.on_settle: list[Callable[[int], None]] = []  # e.g. the pingback sender's wake-up
+
+    def queued(self) -> None:
+        """A task was submitted here: wake workers long-polling for one."""
+        for event in self._queue_waiters:
+            event.set()
+
+    async def wait_queued(self, timeout: float) -> None:
+        """Sleep until a task is submitted through this process, or ``timeout`` (tasks submitted
+        through other processes are found by the caller's next look at the store)."""
+        event = asyncio.Event()
+        self._queue_waiters.add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._queue_waiters.discard(event)
 
     def settled(self, task_id: int) -> None:
         for event in self._waiters.get(task_id, ()):
             event.set()
+        for callback in self.on_settle:
+            callback(task_id)
 
     async def wait(self, task_ids: Iterable[int], timeout: float,
                    done: Callable[[], Awaitable[bool]]) -> None:
@@ -34,10 +56,8 @@ class SettleHub:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(RECHECK_S, remaining))
-                except TimeoutError:
-                    pass
                 event.clear()
         finally:
             for task_id in ids:

@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from capgate.protocol import wire
-from capgate.protocol.codes import C, OK_REPORT_RECORDED
+from capgate.protocol.codes import OK_REPORT_RECORDED, C
 from capgate.protocol.methods import BY_NAME, Category
 from capgate.protocol.wire import Reply
+from capgate.server.dispatch import Dispatcher
 from capgate.server.keys import hash_secret, well_formed
+from capgate.server.labels import keep_task_label
 from capgate.server.notify import SettleHub
 from capgate.server.params import RequestParams
 from capgate.server.submit import Rejected, build_task
@@ -32,6 +34,7 @@ class Service:
         self.settings = settings
         self.store = store
         self.hub = hub or SettleHub()
+        self.dispatcher = Dispatcher(settings, store, self.hub)
         self.sandbox: sandbox.SandboxWorker | None = None
         self.builtin_methods: set[str] = set()  # served by in-process workers (OCR)
         self._presence: tuple[float, set[str]] = (0.0, set())
@@ -92,8 +95,11 @@ class Service:
         outcome = await self.store.submit(account, task, now, limits)
         if outcome.task_id is None:
             raise Rejected(outcome.code or C.SERVER_ERROR)
-        if account.sandbox and self.sandbox is not None:
-            self.sandbox.due_at(task.not_before)
+        if account.sandbox:
+            if self.sandbox is not None:
+                self.sandbox.due_at(task.not_before)
+        else:
+            self.hub.queued()
         return wire.ok(str(outcome.task_id))
 
     async def _served(self, method: str, now: float) -> bool:
@@ -214,6 +220,10 @@ class Service:
         code = await self.store.report(account.id, task_id, good, now, policy)
         if code is not None:
             raise Rejected(code)
+        if good:
+            task = await self.store.get_task(account.id, task_id)
+            if task is not None:
+                await keep_task_label(self.store, self.settings, task)
         return wire.bare(OK_REPORT_RECORDED)
 
     async def _report_good(self, account: Account, request: RequestParams, now: float) -> Reply:

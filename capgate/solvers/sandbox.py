@@ -20,10 +20,12 @@ Magic inputs (put them in any parameter: ``pageurl``, ``sitekey``, ``textinstruc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -189,21 +191,20 @@ class SandboxWorker:
                 continue  # something fell due since the claim: claim again before sleeping
             wait = idle_s if not self._due else min(idle_s, self._due[0] - now)
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
-            except TimeoutError:
-                pass
 
     async def step(self) -> bool:
         now = time.time()
-        task = await self.store.claim([Pool.SANDBOX.value], None, WORKER_NAME, 30.0, now)
+        lease = f"{WORKER_NAME}:{secrets.token_hex(8)}"
+        task = await self.store.claim([Pool.SANDBOX.value], None, lease, 30.0, now, 1_000_000)
         if task is None:
             return False
         blobs = await self.store.blobs(task.id)
         answer, error = solve(task, blobs)
         if answer is not None:
-            await self.store.complete(task.id, WORKER_NAME, answer, 1.0, time.time())
+            await self.store.complete(task.id, lease, answer, 1.0, time.time())
         else:
-            await self.store.fail(task.id, WORKER_NAME, error, 1, time.time())
+            await self.store.fail(task.id, lease, error, 1, time.time())
         self.on_settled(task.id)
         return True

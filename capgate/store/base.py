@@ -86,8 +86,29 @@ class Store(abc.ABC):
 
     # ---- tasks, worker side
     @abc.abstractmethod
-    async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, worker: str,
-                    lease_s: float, now: float) -> Task | None: ...
+    async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, lease: str,
+                    lease_s: float, now: float, max_attempts: int) -> Task | None:
+        """Lease the oldest due task to ``lease`` (a fresh id per claim, so that an answer from
+        a worker whose lease expired and was re-issued is refused)."""
+
+    @abc.abstractmethod
+    async def leased_task(self, task_id: int, lease: str) -> Task | None:
+        """The task if it is pending and leased to ``lease``."""
+
+    @abc.abstractmethod
+    async def has_claimable(self, pools: Sequence[str], methods: Sequence[str] | None, now: float,
+                            max_attempts: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def get_account(self, account_id: int) -> Account | None: ...
+
+    @abc.abstractmethod
+    async def due_pingbacks(self, now: float, hold_s: float, limit: int) -> list[Task]:
+        """Settled tasks whose pingback is due, held for ``hold_s`` so no other sender takes them."""
+
+    @abc.abstractmethod
+    async def pingback_done(self, task_id: int, delivered: bool, next_at: float | None) -> None:
+        """Record an attempt: delivered, retry at ``next_at``, or (``None``) give up."""
 
     @abc.abstractmethod
     async def blobs(self, task_id: int) -> dict[str, bytes]: ...
@@ -106,8 +127,9 @@ class Store(abc.ABC):
         """Give the task back (or settle it unsolvable with ``error`` after ``max_attempts``)."""
 
     @abc.abstractmethod
-    async def sweep(self, now: float, retention_s: float) -> int:
-        """Settle overdue tasks as unsolvable, drop images of settled tasks, forget old tasks."""
+    async def sweep(self, now: float, retention_s: float, max_attempts: int) -> list[int]:
+        """Settle overdue tasks (deadline passed, or leases lost ``max_attempts`` times) as
+        unsolvable and return their ids; drop images and answers of tasks past the retention."""
 
     @abc.abstractmethod
     async def pending_methods(self, now: float) -> dict[str, int]: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 MICROS = 1_000_000  # balances are integer micro-dollars: no float ever touches money
@@ -22,14 +22,14 @@ def micros_to_usd(micros: int) -> str:
     return f"{whole}.{frac.ljust(2, '0')}"
 
 
-class TaskState(str, Enum):
+class TaskState(StrEnum):
     PENDING = "pending"  # queued or leased to a worker
     SOLVED = "solved"
     UNSOLVABLE = "unsolvable"  # deadline passed or workers gave up; never charged
     EXPIRED = "expired"  # settled longer ago than the retention: forgotten
 
 
-class Pool(str, Enum):
+class Pool(StrEnum):
     """Which workers may claim a task."""
 
     MAIN = "main"  # built-in OCR and external workers
@@ -37,7 +37,7 @@ class Pool(str, Enum):
     HUMAN = "human"  # human workers (low-confidence OCR answers routed there)
 
 
-class LedgerKind(str, Enum):
+class LedgerKind(StrEnum):
     TOPUP = "topup"
     CHARGE = "charge"
     REFUND = "refund"
@@ -80,6 +80,7 @@ class Task:
     lease_until: float | None
     confidence: float | None
     pingback: str | None
+    pingback_attempts: int = 0
 
     def effective_state(self, now: float, retention_s: float) -> TaskState:
         """The state as of ``now``, before the sweeper has written it: a pending task past its
@@ -107,6 +108,7 @@ class Task:
             error=row["error"], settled_at=row["settled_at"], report=row["report"],
             attempts=int(row["attempts"]), lease_owner=row["lease_owner"], lease_until=row["lease_until"],
             confidence=row["confidence"], pingback=row["pingback"],
+            pingback_attempts=int(row["pingback_attempts"]),
         )
 
 

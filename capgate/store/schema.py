@@ -78,4 +78,10 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         serving TEXT
     );
     """,
+    """
+    ALTER TABLE tasks ADD COLUMN pingback_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN pingback_next REAL;
+    ALTER TABLE tasks ADD COLUMN pingback_done INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_pingback ON tasks (pingback_done, pingback_next) WHERE pingback IS NOT NULL;
+    """,
 )

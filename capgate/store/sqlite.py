@@ -262,28 +262,43 @@ class SQLiteStore(Store):
 
     # ------------------------------------------------------------------------------------ workers
 
-    async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, worker: str,
-                    lease_s: float, now: float) -> Task | None:
-        pool_marks = ",".join("?" * len(pools))
-        method_filter = ""
-        args: list[Any] = [*pools]
+    def _queue_filter(self, pools: Sequence[str], methods: Sequence[str] | None, now: float,
+                      max_attempts: int) -> tuple[str, list[Any]]:
+        where = (f"state = 'pending' AND pool IN ({','.join('?' * len(pools))})"
+                 " AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) AND deadline_at > ?"
+                 " AND attempts < ?")
+        args: list[Any] = [*pools, now, now, now, max_attempts]
         if methods is not None:
-            if not methods:
-                return None
-            method_filter = f" AND method IN ({','.join('?' * len(methods))})"
+            where += f" AND method IN ({','.join('?' * len(methods))})"
             args.extend(methods)
-        args.extend([now, now, now])
+        return where, args
+
+    async def leased_task(self, task_id: int, lease: str) -> Task | None:
+        row = self._read_one("SELECT * FROM tasks WHERE id = ? AND state = 'pending' AND lease_owner = ?",
+                             (task_id, lease))
+        return Task.from_row(row) if row else None
+
+    async def has_claimable(self, pools: Sequence[str], methods: Sequence[str] | None, now: float,
+                            max_attempts: int) -> bool:
+        if methods is not None and not methods:
+            return False
+        where, args = self._queue_filter(pools, methods, now, max_attempts)
+        return self._read_one(f"SELECT 1 FROM tasks WHERE {where} LIMIT 1", args) is not None
+
+    async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, lease: str,
+                    lease_s: float, now: float, max_attempts: int) -> Task | None:
+        if methods is not None and not methods:
+            return None
+        where, args = self._queue_filter(pools, methods, now, max_attempts)
 
         def run(conn: sqlite3.Connection) -> Task | None:
-            row = conn.execute(
-                f"SELECT id FROM tasks WHERE state = 'pending' AND pool IN ({pool_marks}){method_filter}"
-                " AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) AND deadline_at > ?"
-                " ORDER BY not_before, created_at LIMIT 1", args).fetchone()
+            row = conn.execute(f"SELECT id FROM tasks WHERE {where} ORDER BY not_before, created_at LIMIT 1",
+                               args).fetchone()
             if row is None:
                 return None
             claimed = conn.execute(
                 "UPDATE tasks SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-                " WHERE id = ? RETURNING *", (worker, now + lease_s, row["id"])).fetchone()
+                " WHERE id = ? RETURNING *", (lease, now + lease_s, row["id"])).fetchone()
             return Task.from_row(claimed)
         return await self._tx(run)
 
@@ -331,12 +346,14 @@ class SQLiteStore(Store):
             return True
         return await self._tx(run)
 
-    async def sweep(self, now: float, retention_s: float) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "UPDATE tasks SET state = 'unsolvable', error = ?, settled_at = deadline_at,"
-                " lease_until = NULL WHERE state = 'pending' AND deadline_at <= ?",
-                (C.CAPTCHA_UNSOLVABLE, now))
+    async def sweep(self, now: float, retention_s: float, max_attempts: int) -> list[int]:
+        def run(conn: sqlite3.Connection) -> list[int]:
+            overdue = conn.execute(
+                "UPDATE tasks SET state = 'unsolvable', error = ?, lease_until = NULL,"
+                " settled_at = CASE WHEN deadline_at <= ? THEN deadline_at ELSE ? END"
+                " WHERE state = 'pending' AND (deadline_at <= ?"
+                " OR (attempts >= ? AND lease_until IS NOT NULL AND lease_until < ?)) RETURNING id",
+                (C.CAPTCHA_UNSOLVABLE, now, now, now, max_attempts, now)).fetchall()
             cutoff = now - retention_s
             conn.execute("DELETE FROM task_blobs WHERE task_id IN (SELECT id FROM tasks"
                          " WHERE state != 'pending' AND settled_at < ?)", (cutoff,))
@@ -345,8 +362,32 @@ class SQLiteStore(Store):
                          " WHERE state IN ('solved', 'unsolvable') AND settled_at < ?", (cutoff,))
             conn.execute("DELETE FROM ip_strikes WHERE at < ?", (now - 3600,))
             conn.execute("DELETE FROM ip_bans WHERE until < ?", (now,))
-            return cur.rowcount
+            return [int(r["id"]) for r in overdue]
         return await self._tx(run)
+
+    async def get_account(self, account_id: int) -> Account | None:
+        row = self._read_one("SELECT * FROM accounts WHERE id = ?", (account_id,))
+        return _account(row) if row else None
+
+    async def due_pingbacks(self, now: float, hold_s: float, limit: int) -> list[Task]:
+        def run(conn: sqlite3.Connection) -> list[Task]:
+            rows = conn.execute(
+                "UPDATE tasks SET pingback_next = ? WHERE id IN (SELECT id FROM tasks"
+                " WHERE pingback IS NOT NULL AND pingback_done = 0 AND state IN ('solved', 'unsolvable')"
+                " AND COALESCE(pingback_next, 0) <= ? LIMIT ?) RETURNING *",
+                (now + hold_s, now, limit)).fetchall()
+            return [Task.from_row(r) for r in rows]
+        return await self._tx(run)
+
+    async def pingback_done(self, task_id: int, delivered: bool, next_at: float | None) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if delivered or next_at is None:
+                conn.execute("UPDATE tasks SET pingback_done = ?, pingback_attempts = pingback_attempts + 1"
+                             " WHERE id = ?", (1 if delivered else -1, task_id))
+            else:
+                conn.execute("UPDATE tasks SET pingback_next = ?, pingback_attempts = pingback_attempts + 1"
+                             " WHERE id = ?", (next_at, task_id))
+        await self._tx(run)
 
     async def pending_methods(self, now: float) -> dict[str, int]:
         rows = self._read("SELECT method, COUNT(*) AS n FROM tasks WHERE state = 'pending'"

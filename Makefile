@@ -1,0 +1,40 @@
+# capgate: `make run` starts the service, `make test` runs every check. Both set everything up.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+export CAPGATE_DB ?= .capgate/capgate.db
+
+.PHONY: run test lint typecheck unit bench venv clean browser
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,train]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	@$(PY) -m capgate.quickstart
+	$(PY) -m capgate serve
+
+# Debian's chromium for the browser test of the human-solver page (Playwright drives it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: venv
+	$(VENV)/bin/ruff check capgate tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv browser
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test: lint typecheck unit
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

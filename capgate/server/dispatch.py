@@ -1,0 +1,162 @@
+"""The worker contract: claim a task, hold its lease, answer it or give it back.
+
+One contract for every worker. The built-in OCR worker calls it in-process; external workers call it
+through the worker API (``capgate.server.workers``), which is a thin JSON layer over this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+from capgate.protocol import answers
+from capgate.protocol.answers import (
+    Answer,
+    AnswerKind,
+    CellsAnswer,
+    ClearanceAnswer,
+    GeeTestAnswer,
+    ObjectAnswer,
+    TextAnswer,
+    TokenAnswer,
+)
+from capgate.protocol.codes import CODES, C, Family
+from capgate.protocol.methods import BY_NAME
+from capgate.server.labels import keep_task_label
+from capgate.server.notify import SettleHub
+from capgate.settings import Settings
+from capgate.store.base import Store
+from capgate.store.models import Pool, Task
+
+CLAIM_RECHECK_S = 0.5
+MAX_CLAIM_WAIT_S = 30.0
+MAX_LEASE_S = 600.0
+
+
+class AnswerRejected(ValueError):
+    """A worker's answer does not fit the task's answer type."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A leased task, as a worker sees it."""
+
+    task: Task
+    lease: str
+    lease_until: float
+    images: dict[str, bytes]
+    account_settings: dict[str, Any]
+
+    @property
+    def answer_kind(self) -> AnswerKind:
+        return BY_NAME[self.task.method].answer
+
+
+_ANSWER_TYPES: dict[AnswerKind, type[Any]] = {
+    AnswerKind.TEXT: TextAnswer, AnswerKind.TOKEN: TokenAnswer, AnswerKind.TOKEN_UA: TokenAnswer,
+    AnswerKind.GEETEST: GeeTestAnswer, AnswerKind.CLEARANCE: ClearanceAnswer,
+    AnswerKind.CELLS: CellsAnswer, AnswerKind.OBJECT: ObjectAnswer,
+}
+
+
+def answer_from_fields(kind: AnswerKind, data: Mapping[str, Any]) -> Answer:
+    """Build a typed answer from the fields a worker sent (the answer dataclass's field names)."""
+    cls = _ANSWER_TYPES[kind]
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    if kind is AnswerKind.OBJECT:
+        required.add("fields")
+    if not set(data) <= names or not required <= set(data):
+        raise AnswerRejected(f"a {kind.value} answer has the fields {sorted(names)}; got {sorted(data)}")
+    values = dict(data)
+    for name, value in values.items():
+        if name == "cells":
+            if not isinstance(value, list) or not all(type(x) is int and x >= 0 for x in value):
+                raise AnswerRejected("cells must be a list of cell numbers")
+            values[name] = tuple(value)
+        elif name == "fields":
+            if not isinstance(value, dict):
+                raise AnswerRejected("fields must be an object")
+        elif name == "user_agent" and value is None:
+            continue
+        elif not isinstance(value, str) or not value:
+            raise AnswerRejected(f"{name} must be a non-empty string")
+    return cls(**values)  # type: ignore[no-any-return]
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, store: Store, hub: SettleHub) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+
+    def _settled(self, task_id: int) -> None:
+        self.hub.settled(task_id)
+
+    async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, wait: float,
+                    lease_s: float) -> Claimed | None:
+        """The oldest due task for ``methods`` (``None``: any), waiting up to ``wait`` seconds."""
+        lease_s = max(1.0, min(lease_s, MAX_LEASE_S))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, min(wait, MAX_CLAIM_WAIT_S))
+        while True:
+            now = time.time()
+            if await self.store.has_claimable(pools, methods, now, self.settings.max_attempts):
+                lease = secrets.token_hex(12)
+                task = await self.store.claim(pools, methods, lease, lease_s, now, self.settings.max_attempts)
+                if task is not None:
+                    account = await self.store.get_account(task.account_id)
+                    return Claimed(task, lease, now + lease_s, await self.store.blobs(task.id),
+                                   dict(account.settings) if account else {})
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            await self.hub.wait_queued(min(CLAIM_RECHECK_S, remaining))
+
+    async def heartbeat(self, task_id: int, lease: str, lease_s: float) -> float | None:
+        lease_s = max(1.0, min(lease_s, MAX_LEASE_S))
+        now = time.time()
+        if await self.store.heartbeat(task_id, lease, lease_s, now):
+            return now + lease_s
+        return None
+
+    async def answer(self, task_id: int, lease: str, answer: Answer, confidence: float | None,
+                     human: bool = False) -> bool:
+        """Settle as solved (and charge). ``False`` if the lease is no longer this worker's: a task is
+        never answered twice. A person's answer is kept as a label where the account opted in."""
+        task = await self.store.leased_task(task_id, lease) if human else None
+        done = await self.store.complete(task_id, lease, answers_fields(answer), confidence, time.time())
+        if done:
+            self._settled(task_id)
+            if task is not None:
+                solved = dataclasses.replace(task, answer=answers_fields(answer))
+                await keep_task_label(self.store, self.settings, solved)
+        return done
+
+    async def fail(self, task_id: int, lease: str, error: str | None, to_human: bool = False,
+                   final: bool = False) -> bool:
+        """Give the task back for another attempt; with ``error`` (a code the customer will see),
+        settle it unsolvable once it has used up its attempts, or at once if ``final`` (retrying
+        cannot help: the image does not decode). ``to_human`` moves it to the human workers'
+        queue (a low-confidence OCR answer)."""
+        if error is not None:
+            code = CODES.get(error)
+            if code is None or code.family is not Family.UNSOLVABLE:
+                error = C.CAPTCHA_UNSOLVABLE
+        pool = Pool.HUMAN.value if to_human else None
+        attempts = 1 if final and error is not None else self.settings.max_attempts
+        done = await self.store.fail(task_id, lease, error, attempts, time.time(), pool)
+        if done:
+            self._settled(task_id)
+            self.hub.queued()
+        return done
+
+
+def answers_fields(answer: Answer) -> dict[str, object]:
+    """How an answer is stored: its json=1 fields, the same ones res.php sends."""
+    return answers.encode_json(answer, answers.kind_of(answer))

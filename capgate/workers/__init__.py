@@ -1,0 +1,1 @@
+"""Workers: the built-in OCR worker and the plumbing any worker uses."""
