@@ -1,0 +1,200 @@
+"""A process pool that runs OCR off the event loop, one onnxruntime session per model per process.
+
+Inference is CPU-bound and holds the GIL for the parts numpy and Pillow do in Python, so threads
+would not scale; one single-threaded process per core does. Children are started with "spawn":
+the server process runs threads and event loops, and forking those is unsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from types import TracebackType
+
+from PIL import Image, ImageDraw
+
+from capgate.solvers.ocr.constraints import OcrConstraints
+from capgate.solvers.ocr.engine import (
+    DEFAULT_GENERIC,
+    GenericName,
+    OcrResult,
+    Recognizer,
+    UnknownProfile,
+)
+from capgate.solvers.ocr.profile import MODEL_FILE, PROFILE_FILE, profile_dir
+
+# --------------------------------------------------------------------------- in the child
+
+_profiles_dir: Path | None = None
+_generic: Recognizer | None = None
+# name -> (the profile files' (mtime_ns, size) when loaded, its recognizer)
+_profiles: dict[str, tuple[tuple[tuple[int, int], ...], Recognizer]] = {}
+
+
+def _warm_image() -> bytes:
+    image = Image.new("L", (120, 40), 255)
+    ImageDraw.Draw(image).text((10, 12), "a1b2c", fill=0)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _init_worker(profiles_dir: str | None, generic: tuple[GenericName, ...], warm: bool) -> None:
+    global _profiles_dir, _generic
+    _profiles_dir = Path(profiles_dir) if profiles_dir else None
+    _generic = Recognizer.generic(generic)
+    if warm:
+        # onnxruntime allocates and plans on the first run; pay for it before a client waits.
+        _generic.warm_up(_warm_image())
+
+
+def _profile_stamp(folder: Path) -> tuple[tuple[int, int], ...]:
+    stats = [(folder / name).stat() for name in (PROFILE_FILE, MODEL_FILE)]
+    return tuple((s.st_mtime_ns, s.st_size) for s in stats)
+
+
+def _profile_recognizer(name: str) -> Recognizer:
+    if _profiles_dir is None:
+        raise UnknownProfile(f"profile {name!r} asked for, but no profiles folder is configured")
+    try:
+        folder = profile_dir(_profiles_dir, name)
+        stamp = _profile_stamp(folder)
+    except (OSError, ValueError) as exc:
+        _profiles.pop(name, None)
+        raise UnknownProfile(f"profile {name!r}: {exc}") from exc
+    cached = _profiles.get(name)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    recognizer = Recognizer.from_profile(_profiles_dir, name)
+    _profiles[name] = (stamp, recognizer)
+    return recognizer
+
+
+def _recognize(image: bytes, constraints: OcrConstraints, profile: str | None) -> OcrResult:
+    recognizer = _profile_recognizer(profile) if profile else _generic
+    assert recognizer is not None, "worker not initialised"
+    return recognizer.recognize(image, constraints)
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+# --------------------------------------------------------------------------- in the server
+
+
+class OcrPool:
+    """OCR workers, one process per core by default (``workers``); trained profiles are read from
+    ``profiles_dir`` when a request names one.
+
+    ``recognize`` raises what the engine raises (:class:`~capgate.solvers.ocr.engine.UnreadableImage`,
+    :class:`~capgate.solvers.ocr.engine.UnknownProfile`). A worker that dies (killed for memory)
+    breaks a ``ProcessPoolExecutor`` for good; the pool then starts a fresh one and retries once.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        profiles_dir: Path | None = None,
+        *,
+        generic: Sequence[GenericName] = DEFAULT_GENERIC,
+        warm: bool = True,
+        start_method: str = "spawn",
+    ) -> None:
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError("start_method must be 'spawn' or 'forkserver': forking a threaded server is unsafe")
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._profiles_dir = profiles_dir
+        self._generic = tuple(generic)
+        self._warm = warm
+        self._context = multiprocessing.get_context(start_method)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._executor = self._new_executor()
+        self._started = self._start_all()
+
+    def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=self._context,
+            initializer=_init_worker,
+            initargs=(str(self._profiles_dir) if self._profiles_dir else None, self._generic, self._warm),
+        )
+
+    def _start_all(self) -> list[concurrent.futures.Future[int]]:
+        # Non-fork executors start workers on demand, one per submission that finds none idle: as
+        # many no-op jobs as workers start them all now, so the first real requests find them
+        # loaded and warm.
+        return [self._executor.submit(_ping) for _ in range(self.workers)]
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until every worker has loaded its models (the constructor only starts them)."""
+        concurrent.futures.wait(self._started, timeout=timeout)
+        for future in self._started:
+            future.result(timeout=0)
+
+    async def ready(self) -> None:
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._started))
+
+    def submit(
+        self, image: bytes, constraints: OcrConstraints, profile: str | None = None
+    ) -> concurrent.futures.Future[OcrResult]:
+        """The blocking-world entry point (benchmarks, CLI); the server uses :meth:`recognize`.
+        A future that fails with ``BrokenProcessPool`` is not retried here."""
+        return self._submit(image, constraints, profile)[1]
+
+    async def recognize(self, image: bytes, constraints: OcrConstraints, profile: str | None = None) -> OcrResult:
+        executor, future = self._submit(image, constraints, profile)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            self._replace_executor(executor)
+            return await asyncio.wrap_future(self._submit(image, constraints, profile)[1])
+
+    def _submit(
+        self, image: bytes, constraints: OcrConstraints, profile: str | None
+    ) -> tuple[concurrent.futures.ProcessPoolExecutor, concurrent.futures.Future[OcrResult]]:
+        if self._closed:
+            raise RuntimeError("OcrPool is closed")
+        executor = self._executor
+        try:
+            return executor, executor.submit(_recognize, image, constraints, profile)
+        except BrokenProcessPool:
+            self._replace_executor(executor)
+            executor = self._executor
+            return executor, executor.submit(_recognize, image, constraints, profile)
+
+    def _replace_executor(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("OcrPool is closed")
+            # Several requests see the same breakage; only the first replaces the executor.
+            if self._executor is broken:
+                self._executor = self._new_executor()
+                self._started = self._start_all()
+                broken.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> OcrPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
