@@ -10,12 +10,14 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from capgate.server.keys import PREFIX_LENGTH, hash_secret, new_key
+from capgate.paths import database_url
+from capgate.server.keys import KEY_LENGTH, PREFIX_LENGTH, hash_secret, new_key
 from capgate.settings import Settings, from_env
 from capgate.store.base import Store
 from capgate.store.models import Account, micros_to_usd, usd_to_micros
@@ -23,6 +25,11 @@ from capgate.store.models import Account, micros_to_usd, usd_to_micros
 T = TypeVar("T")
 Command = Callable[[argparse.Namespace], int]
 _EXTRA_REGISTRARS = ("capgate.workers.command", "capgate.client.command", "capgate.training.command")
+
+
+# Far beyond any real account, well inside SQLite's 64-bit integers (balances are micro-dollars).
+MAX_USD = Decimal(1_000_000_000)
+MAX_THREADS = 1_000_000
 
 
 class CliError(Exception):
@@ -34,8 +41,8 @@ def _usd(text: str) -> Decimal:
         value = Decimal(text)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}")
+    if not value.is_finite() or value < 0 or value > MAX_USD:
+        raise argparse.ArgumentTypeError(f"not an amount in USD from 0 to {MAX_USD}: {text!r}")
     return value
 
 
@@ -44,8 +51,8 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_THREADS}: {text!r}")
     return value
 
 
@@ -123,16 +130,20 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 async def _find(store: Store, ident: str) -> Account:
-    """An account by id, by its full key, or by a unique key prefix."""
-    if len(ident) == 32:
+    """An account by id, by its full key, or by a unique key prefix (as ``keys list`` shows it).
+
+    A full key never falls back to its prefix: a mistyped key must not reach another account."""
+    if len(ident) == KEY_LENGTH:
         account = await store.account_by_key_hash(hash_secret(ident))
         if account is not None:
             return account
+        raise CliError("no single account matches that key")
     if ident.isdigit() and len(ident) < PREFIX_LENGTH:
         for account in await store.list_accounts():
             if account.id == int(ident):
                 return account
-    matches = await store.account_by_prefix(ident[:PREFIX_LENGTH]) if len(ident) >= 4 else []
+    prefix = ident.rstrip("…")
+    matches = await store.account_by_prefix(prefix) if 4 <= len(prefix) <= PREFIX_LENGTH else []
     if len(matches) == 1:
         return matches[0]
     raise CliError(f"no single account matches {ident!r} (use the id from 'capgate keys list' or the key)")
@@ -291,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except CliError as exc:
         print(f"capgate: {exc}", file=sys.stderr)
+        return 2
+    except (sqlite3.Error, OSError) as exc:
+        print(f"capgate: the database can't be used ({database_url()}): {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -57,6 +57,7 @@ class Settings:
     ocr: bool = True  # the built-in OCR worker
     ocr_processes: int = 0  # 0: one per core
     max_wait: float = 30.0  # longest res.php long-poll (wait=N)
+    solve_wait: float = 120.0  # longest solve.php call
 
     # Labels kept from use (opt-in per account), per family folder.
     label_limit: int = 10_000

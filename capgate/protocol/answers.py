@@ -169,9 +169,11 @@ def decode_json(kind: AnswerKind, body: Mapping[str, Any]) -> Answer:
             raise AnswerFormatError(f"GeeTest answer lacks a field: {fields!r}") from None
     if kind is AnswerKind.CLEARANCE:
         value = body.get("result", request)
-        if isinstance(value, str) and value.startswith(_CF_PREFIX) and _UA_MARKER in value:
-            return _clearance_from_plain(value)
         agent = body.get("user_agent", body.get("useragent", body.get("userAgent")))
+        # Only a body without a user agent field can be a plain answer wrapped in json; with one, the
+        # value is the cookie itself, whatever it looks like.
+        if agent is None and isinstance(value, str) and value.startswith(_CF_PREFIX) and _UA_MARKER in value:
+            return _clearance_from_plain(value)
         return ClearanceAnswer(_text(value), _text(agent))
     parsed = _json_or_raise(request) if isinstance(request, str) else request
     if kind is AnswerKind.CELLS:

@@ -110,7 +110,9 @@ def parse(raw: bytes | str) -> Parsed:
             return _parse_json(body, text)
         return Parsed(Outcome.UNRECOGNISED, text, raw=text)
     if stripped.startswith("OK|"):
-        return Parsed(Outcome.OK, stripped[3:], raw=text)
+        # The payload is everything after the first "OK|", untouched: an answer may end in spaces
+        # (phrase=1 OCR) and clients such as 2captcha-python slice ``body[3:]`` without stripping.
+        return Parsed(Outcome.OK, text.lstrip()[3:], raw=text)
     if stripped in (NOT_READY, "CAPTCHA_NOT_READY"):
         return Parsed(Outcome.NOT_READY, NOT_READY, raw=text)
     if lookup(stripped) is not None or (stripped.startswith("ERROR_") and stripped.isupper()):

@@ -75,7 +75,7 @@ def _render(reply: wire.Reply, json_mode: bool, cors: bool) -> Response:
 
 
 def _endpoint(service: Service, name: str, too_big: str) -> Callable[[Request], Awaitable[Response]]:
-    handler: Handler = service.submit if name == "in" else service.result
+    handler: Handler = {"in": service.submit, "res": service.result, "solve": service.solve_now}[name]
 
     async def endpoint(request: Request) -> Response:
         query = request.query_params
@@ -147,6 +147,7 @@ def create_app(settings: Settings, store: Store | None = None,
     routes = [
         Route("/in.php", _endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
         Route("/res.php", _endpoint(service, "res", C.BAD_PARAMETERS), methods=["GET", "POST"]),
+        Route("/solve.php", _endpoint(service, "solve", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
         Route("/healthz", health),
         Route("/human", human),
         *WorkerApi(service.dispatcher).routes(),

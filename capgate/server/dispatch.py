@@ -76,13 +76,13 @@ def answer_from_fields(kind: AnswerKind, data: Mapping[str, Any]) -> Answer:
     values = dict(data)
     for name, value in values.items():
         if name == "cells":
-            if not isinstance(value, list) or not all(type(x) is int and x >= 0 for x in value):
+            if not isinstance(value, list) or not all(type(x) is int and x >= 1 for x in value):
                 raise AnswerRejected("cells must be a list of cell numbers")
             values[name] = tuple(value)
         elif name == "fields":
             if not isinstance(value, dict):
                 raise AnswerRejected("fields must be an object")
-        elif name == "user_agent" and value is None:
+        elif name == "user_agent" and value is None and name not in required:
             continue
         elif not isinstance(value, str) or not value:
             raise AnswerRejected(f"{name} must be a non-empty string")

@@ -49,8 +49,10 @@ class RequestParams:
 
 
 def parse_query(raw: bytes) -> dict[str, str]:
+    """A query string or urlencoded body. Percent-escapes and raw bytes alike must be UTF-8 (``curl -d``
+    sends ``é`` as raw UTF-8 bytes, browsers and the official clients percent-encode it)."""
     try:
-        text = raw.decode("ascii")
+        text = raw.decode("utf-8")
         return dict(parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadParameters(str(exc)) from exc

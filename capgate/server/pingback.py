@@ -15,6 +15,7 @@ import logging
 import random
 import socket
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
@@ -56,22 +57,44 @@ def _public(address: str) -> bool:
                 or ip.is_reserved or ip.is_unspecified)
 
 
-async def check_destination(url: str, allowed_hosts: list[str], allow_private: bool) -> None:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+@dataclass(frozen=True)
+class Destination:
+    """Where to send: the URL to connect to and what to tell the server it is talking to."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, str]
+
+
+async def check_destination(url: str, allowed_hosts: list[str], allow_private: bool) -> Destination:
+    """Refuse unregistered hosts and, unless allowed, private addresses. The request then goes to
+    the very address that was checked (Host header and TLS name kept), so a DNS answer that
+    changes between the check and the request cannot point it inside the network."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        raise Refused(f"not a URL: {url!r}") from None
     if parts.scheme not in ("http", "https") or not host:
         raise Refused(f"not an http(s) URL: {url!r}")
     if host not in allowed_hosts:
         raise Refused(f"host {host!r} is not registered for this account")
     if allow_private:
-        return
+        return Destination(url, {}, {})
+    default_port = 443 if parts.scheme == "https" else 80
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port or default_port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise Refused(f"cannot resolve {host!r}: {exc}") from None
-    for info in infos:
-        if not _public(str(info[4][0])):
-            raise Refused(f"{host!r} resolves to a private address; not sent (pingback_allow_private)")
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses or not all(_public(address) for address in addresses):
+        raise Refused(f"{host!r} resolves to a private address; not sent (pingback_allow_private)")
+    address = addresses[0]
+    literal = f"[{address}]" if ":" in address else address
+    netloc = f"{literal}:{port}" if port else literal
+    host_header = f"{host}:{port}" if port else host
+    return Destination(parts._replace(netloc=netloc).geturl(), {"Host": host_header}, {"sni_hostname": host})
 
 
 class PingbackSender:
@@ -108,8 +131,9 @@ class PingbackSender:
         try:
             url = task.pingback or ""
             hosts = await self.store.pingback_hosts(task.account_id)
-            await check_destination(url, hosts, self.settings.pingback_allow_private)
-            response = await http.post(url, data={"id": str(task.id), "code": pingback_code(task)})
+            target = await check_destination(url, hosts, self.settings.pingback_allow_private)
+            response = await http.post(target.url, data={"id": str(task.id), "code": pingback_code(task)},
+                                       headers=target.headers, extensions=target.extensions)
             delivered = 200 <= response.status_code < 300
             if not delivered:
                 log.info("pingback for %s: HTTP %s", task.id, response.status_code)

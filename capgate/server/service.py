@@ -6,6 +6,7 @@ unknown key counts against the caller's address (PROTOCOL.md §0 "IP ban").
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -102,6 +103,24 @@ class Service:
             self.hub.queued()
         return wire.ok(str(outcome.task_id))
 
+    async def solve_now(self, ip: str, request: RequestParams) -> Reply:
+        """``solve.php``: in.php and res.php in one call, holding the request until the task settles
+        (at most ``solve_wait`` seconds, then ``CAPCHA_NOT_READY`` with the id still pollable)."""
+        now = time.time()
+        try:
+            account = await self.authenticate(ip, request.get("key").strip(), now)
+            submitted = await self._submit(account, request, now)
+            task_id = int(submitted.plain[3:])
+
+            async def settled() -> bool:
+                task = await self.store.get_task(account.id, task_id)
+                return self._slot(task, time.time())[0] is not TaskState.PENDING
+
+            await self.hub.wait([task_id], self.settings.solve_wait, settled)
+            return self._reply_for(await self.store.get_task(account.id, task_id), time.time())
+        except Rejected as exc:
+            return wire.code(exc.code)
+
     async def _served(self, method: str, now: float) -> bool:
         if method in self.builtin_methods:
             return True
@@ -147,15 +166,22 @@ class Service:
             return wire.answer_with_price(answer, kind, micros_to_usd(found.price))
         return wire.answer(answer, kind)
 
-    async def _wait_for(self, account: Account, ids: list[int], request: RequestParams) -> None:
-        """``wait=N``: hold the poll until every task asked for settles, at most N seconds."""
+    def _wait_seconds(self, request: RequestParams) -> float:
+        """``wait=N`` capped at ``max_wait`` (``inf`` included); 0 when absent; NaN is a bad parameter."""
         raw = request.get("wait").strip()
         if not raw:
-            return
+            return 0.0
         try:
-            wait = min(float(raw), self.settings.max_wait)
+            wait = float(raw)
         except ValueError:
             raise Rejected(C.BAD_PARAMETERS) from None
+        if math.isnan(wait):
+            raise Rejected(C.BAD_PARAMETERS)
+        return min(wait, self.settings.max_wait)
+
+    async def _wait_for(self, account: Account, ids: list[int], request: RequestParams) -> None:
+        """``wait=N``: hold the poll until every task asked for settles, at most N seconds."""
+        wait = self._wait_seconds(request)
         if wait <= 0:
             return
 
@@ -189,13 +215,7 @@ class Service:
 
     async def _wait_for_any(self, account: Account, ids: list[int], request: RequestParams) -> None:
         """A batch long-poll returns as soon as *any* task settles: the caller has work to do."""
-        raw = request.get("wait").strip()
-        if not raw:
-            return
-        try:
-            wait = min(float(raw), self.settings.max_wait)
-        except ValueError:
-            raise Rejected(C.BAD_PARAMETERS) from None
+        wait = self._wait_seconds(request)
         if wait <= 0:
             return
 
@@ -273,13 +293,13 @@ def _host_of(addr: str) -> str | None:
     """The host a pingback address names: ``https://h:1/p`` and bare ``h`` both give ``h``."""
     if not addr:
         return None
-    parts = urlsplit(addr if "://" in addr else f"http://{addr}")
-    if parts.scheme not in ("http", "https"):
-        return None
     try:
+        parts = urlsplit(addr if "://" in addr else f"http://{addr}")
         host = parts.hostname
         _ = parts.port
     except ValueError:
+        return None
+    if parts.scheme not in ("http", "https"):
         return None
     return host.lower() if host else None
 

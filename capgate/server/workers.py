@@ -54,7 +54,7 @@ def pools_for(worker: WorkerToken) -> list[str]:
 class WorkerApi:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self._seen: dict[int, float] = {}
+        self._seen: dict[tuple[int, tuple[str, ...]], float] = {}
 
     async def _worker(self, request: Request) -> WorkerToken:
         header = request.headers.get("authorization", "")
@@ -97,9 +97,10 @@ class WorkerApi:
         wait = _number(body, "wait", 0.0)
         lease_s = _number(body, "lease_seconds", self.dispatcher.settings.lease)
         now = time.time()
-        if now - self._seen.get(worker.id, 0.0) > PRESENCE_EVERY_S:
-            self._seen[worker.id] = now
-            await self.dispatcher.store.worker_seen(worker.id, methods or ["*"], now)
+        served = tuple(sorted(methods or ["*"]))
+        if now - self._seen.get((worker.id, served), 0.0) > PRESENCE_EVERY_S:
+            self._seen[(worker.id, served)] = now
+            await self.dispatcher.store.worker_seen(worker.id, served, now)
         claimed = await self.dispatcher.claim(pools_for(worker), methods, wait, lease_s)
         return JSONResponse({"task": task_json(claimed) if claimed else None})
 
@@ -120,7 +121,8 @@ class WorkerApi:
         if not isinstance(raw_answer, dict):
             raise ApiError(400, "answer must be an object, e.g. {\"text\": \"abc12\"}")
         confidence = body.get("confidence")
-        if confidence is not None and (not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1):
+        if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                       or not 0 <= confidence <= 1):
             raise ApiError(400, "confidence must be a number from 0 to 1")
         task = await self.dispatcher.store.leased_task(task_id, lease)
         if task is None:

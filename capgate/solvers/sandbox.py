@@ -93,17 +93,26 @@ def _digest(task: Task, blobs: Mapping[str, bytes]) -> str:
     return h.hexdigest()
 
 
+def _option(params: Mapping[str, str], name: str) -> int:
+    """A numeric option as in.php accepts it (``" 4"``, ``"true"``); anything else counts as unset, so
+    an odd value never stops the sandbox from answering."""
+    raw = params.get(name, "").strip().lower()
+    if raw in ("true", "false"):
+        return int(raw == "true")
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
+
+
 def _text_answer(task: Task, digest: str) -> str:
     p = task.params
-    numeric = int(p.get("numeric", "0") or 0)
-    if p.get("calc") in ("1", "true"):
+    numeric = _option(p, "numeric")
+    if _option(p, "calc"):
         return str(int(digest[:4], 16) % 100)
     alphabet = {1: "0123456789", 2: "abcdefghjkmnpqrstuvwxyz", 4: "abcdefghjkmnpqrstuvwxyz"}.get(
         numeric, "23456789abcdefghjkmnpqrstuvwxyz")
-    if p.get("regsense") in ("1", "true") and numeric != 1:
+    if _option(p, "regsense") and numeric != 1:
         alphabet += alphabet.upper()
-    low = int(p.get("min_len", "0") or 0)
-    high = int(p.get("max_len", "0") or 0)
+    low = _option(p, "min_len")
+    high = _option(p, "max_len")
     length = max(low, min(high, 6)) if high else max(low, 6)
     value = int(digest, 16)
     chars = []
@@ -126,8 +135,8 @@ def _cells(task: Task, digest: str) -> tuple[int, ...]:
         count = 9
     else:
         size = task.params.get("grid_size", "")
-        rows = int(task.params.get("recaptcharows", "0") or 0)
-        cols = int(task.params.get("recaptchacols", "0") or 0)
+        rows = _option(task.params, "recaptcharows")
+        cols = _option(task.params, "recaptchacols")
         count = (rows * cols) if rows and cols else (16 if size == "4x4" else 9)
     picked = sorted({int(digest[i:i + 2], 16) % count + 1 for i in range(0, 8, 2)})
     return tuple(picked)

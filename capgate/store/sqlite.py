@@ -30,6 +30,7 @@ from capgate.store.models import (
     TaskState,
     WorkerToken,
 )
+from capgate.store.presence import merge_serving, served_since
 from capgate.store.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -337,9 +338,9 @@ class SQLiteStore(Store):
                                " AND lease_owner = ? AND lease_until >= ?", (task_id, worker, now)).fetchone()
             if row is None:
                 return False
-            if error is not None and row["attempts"] >= max_attempts:
+            if row["attempts"] >= max_attempts:
                 conn.execute("UPDATE tasks SET state = 'unsolvable', error = ?, settled_at = ?,"
-                             " lease_until = NULL WHERE id = ?", (error, now, task_id))
+                             " lease_until = NULL WHERE id = ?", (error or C.CAPTCHA_UNSOLVABLE, now, task_id))
             else:
                 conn.execute("UPDATE tasks SET lease_owner = NULL, lease_until = NULL,"
                              " pool = COALESCE(?, pool) WHERE id = ?", (retry_pool, task_id))
@@ -352,7 +353,7 @@ class SQLiteStore(Store):
                 "UPDATE tasks SET state = 'unsolvable', error = ?, lease_until = NULL,"
                 " settled_at = CASE WHEN deadline_at <= ? THEN deadline_at ELSE ? END"
                 " WHERE state = 'pending' AND (deadline_at <= ?"
-                " OR (attempts >= ? AND lease_until IS NOT NULL AND lease_until < ?)) RETURNING id",
+                " OR (attempts >= ? AND (lease_until IS NULL OR lease_until < ?))) RETURNING id",
                 (C.CAPTCHA_UNSOLVABLE, now, now, now, max_attempts, now)).fetchall()
             cutoff = now - retention_s
             conn.execute("DELETE FROM task_blobs WHERE task_id IN (SELECT id FROM tasks"
@@ -450,15 +451,17 @@ class SQLiteStore(Store):
         return [_worker(r) for r in self._read("SELECT * FROM workers ORDER BY id")]
 
     async def worker_seen(self, worker_id: int, methods: Sequence[str], now: float) -> None:
-        await self._tx(lambda conn: conn.execute(
-            "UPDATE workers SET last_seen = ?, serving = ? WHERE id = ?",
-            (now, json.dumps(list(methods)), worker_id)))
+        def run(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT serving FROM workers WHERE id = ?", (worker_id,)).fetchone()
+            serving = merge_serving(row["serving"] if row else None, methods, now)
+            conn.execute("UPDATE workers SET last_seen = ?, serving = ? WHERE id = ?", (now, serving, worker_id))
+        await self._tx(run)
 
     async def active_worker_methods(self, since: float) -> set[str]:
         rows = self._read("SELECT serving FROM workers WHERE disabled = 0 AND last_seen >= ?", (since,))
         served: set[str] = set()
         for row in rows:
-            served.update(json.loads(row["serving"] or "[]"))
+            served.update(served_since(row["serving"], since))
         return served
 
 
