@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -50,13 +51,15 @@ class ServerProcess:
 
 
 def _wait_ready(server: ServerProcess, verify: str | bool, timeout: float = 30.0) -> None:
+    # httpx takes a CA bundle as an SSL context (a path string is deprecated).
+    context: ssl.SSLContext | bool = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process is not None and server.process.poll() is not None:
             log = server.log.read_text() if server.log else ""
             raise RuntimeError(f"capgate serve exited with {server.process.returncode}:\n{log}")
         try:
-            if httpx.get(server.url("healthz"), timeout=1.0, verify=verify).status_code == 200:
+            if httpx.get(server.url("healthz"), timeout=1.0, verify=context).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

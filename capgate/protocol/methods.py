@@ -80,7 +80,14 @@ def _flag(params: Params, name: str) -> bool:
 
 
 def _is_grid(params: Params) -> bool:
+    if _flag(params, "canvas") or _flag(params, "coordinatescaptcha"):
+        return False  # 2captcha's canvas and click-coordinates modes: other answers, not served
     return "grid_size" in params or _flag(params, "recaptcha") or params.get("img_type") == "recaptcha"
+
+
+def _is_plain_image(params: Params) -> bool:
+    # 2captcha's text captcha and coordinates modes share method=post/base64 but want other answers.
+    return not (_flag(params, "coordinatescaptcha") or "textcaptcha" in params or _flag(params, "canvas"))
 
 
 def _is_v3(params: Params) -> bool:
@@ -102,7 +109,7 @@ METHODS: tuple[Method, ...] = (
            selects=_is_grid, sets={"img_type": "recaptcha"}, missing_codes={"body": C.UPLOAD},
            image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE),
     Method("normal", ("base64", "post"), ("body",), AnswerKind.TEXT, Category.IMAGE,
-           optional=_IMAGE_OPTIONS, missing_codes={"body": C.UPLOAD}, image_params=("body",),
+           optional=_IMAGE_OPTIONS, selects=_is_plain_image, missing_codes={"body": C.UPLOAD}, image_params=("body",),
            initial_wait=1.0, deadline=_IMAGE_DEADLINE),
     Method("bls", ("bls",), ("instructions", *_bls_images()), AnswerKind.CELLS, Category.IMAGE_TASK,
            missing_codes={name: C.UPLOAD for name in _bls_images()}, image_params=_bls_images(),

@@ -25,7 +25,6 @@ import hashlib
 import heapq
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from capgate.store.models import Pool, Task
 log = logging.getLogger("capgate.sandbox")
 
 WORKER_NAME = "sandbox"
+BATCH = 256
 FAKE_USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
                    "capgate-sandbox/1.0 FAKE")
 _DIRECTIVE = re.compile(r"sandbox-(unsolvable|noslot|slow-(\d+(?:\.\d+)?)|error-([A-Z_]+)|answer-([^\s&]+))")
@@ -204,16 +204,8 @@ class SandboxWorker:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def step(self) -> bool:
-        now = time.time()
-        lease = f"{WORKER_NAME}:{secrets.token_hex(8)}"
-        task = await self.store.claim([Pool.SANDBOX.value], None, lease, 30.0, now, 1_000_000)
-        if task is None:
-            return False
-        blobs = await self.store.blobs(task.id)
-        answer, error = solve(task, blobs)
-        if answer is not None:
-            await self.store.complete(task.id, lease, answer, 1.0, time.time())
-        else:
-            await self.store.fail(task.id, lease, error, 1, time.time())
-        self.on_settled(task.id)
-        return True
+        """Settle every due sandbox task in one transaction: a burst of submits can't starve it."""
+        settled = await self.store.settle_due(Pool.SANDBOX.value, time.time(), BATCH, solve)
+        for task_id in settled:
+            self.on_settled(task_id)
+        return bool(settled)

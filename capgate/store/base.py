@@ -8,10 +8,13 @@ returned before them.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from capgate.store.models import Account, LedgerEntry, NewTask, Task, WorkerToken
+
+# A task and its images -> (answer's json fields, None) or (None, error code).
+Solve = Callable[[Task, dict[str, bytes]], tuple[dict[str, object] | None, str | None]]
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def pingback_done(self, task_id: int, delivered: bool, next_at: float | None) -> None:
         """Record an attempt: delivered, retry at ``next_at``, or (``None``) give up."""
+
+    @abc.abstractmethod
+    async def settle_due(self, pool: str, now: float, limit: int, solve: Solve) -> list[int]:
+        """Settle up to ``limit`` due, unleased tasks of ``pool`` in one transaction, using a pure
+        and fast ``solve`` (the sandbox worker): answered ones solved and charged, the others
+        unsolvable with the code ``solve`` gave. Returns their ids."""
 
     @abc.abstractmethod
     async def blobs(self, task_id: int) -> dict[str, bytes]: ...

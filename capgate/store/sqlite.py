@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from capgate.protocol.codes import C
-from capgate.store.base import ReportPolicy, Store, SubmitLimits, SubmitOutcome
+from capgate.store.base import ReportPolicy, Solve, Store, SubmitLimits, SubmitOutcome
 from capgate.store.ids import new_task_id
 from capgate.store.models import (
     Account,
@@ -301,6 +301,31 @@ class SQLiteStore(Store):
                 "UPDATE tasks SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
                 " WHERE id = ? RETURNING *", (lease, now + lease_s, row["id"])).fetchone()
             return Task.from_row(claimed)
+        return await self._tx(run)
+
+    async def settle_due(self, pool: str, now: float, limit: int, solve: Solve) -> list[int]:
+        def run(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT * FROM tasks WHERE state = 'pending' AND pool = ? AND not_before <= ?"
+                " AND (lease_until IS NULL OR lease_until < ?) AND deadline_at > ?"
+                " ORDER BY not_before LIMIT ?", (pool, now, now, now, limit)).fetchall()
+            settled = []
+            for row in rows:
+                task = Task.from_row(row)
+                blobs = {r["name"]: bytes(r["data"]) for r in conn.execute(
+                    "SELECT name, data FROM task_blobs WHERE task_id = ?", (task.id,))}
+                answer, error = solve(task, blobs)
+                if answer is not None:
+                    conn.execute("UPDATE tasks SET state = 'solved', answer = ?, confidence = 1.0, settled_at = ?,"
+                                 " attempts = attempts + 1 WHERE id = ?",
+                                 (json.dumps(answer, ensure_ascii=False), now, task.id))
+                    if task.price > 0:
+                        _ledger(conn, task.account_id, task.id, LedgerKind.CHARGE, -task.price, now, "solved")
+                else:
+                    conn.execute("UPDATE tasks SET state = 'unsolvable', error = ?, settled_at = ?,"
+                                 " attempts = attempts + 1 WHERE id = ?", (error or C.CAPTCHA_UNSOLVABLE, now, task.id))
+                settled.append(task.id)
+            return settled
         return await self._tx(run)
 
     async def blobs(self, task_id: int) -> dict[str, bytes]:
