@@ -291,8 +291,8 @@ def _task_id(raw: str) -> int:
 
 def _host_of(addr: str) -> str | None:
     """The host a pingback address names: ``https://h:1/p`` and bare ``h`` both give ``h``."""
-    if not addr:
-        return None
+    if not addr or any(ord(ch) < 32 or ord(ch) == 127 for ch in addr):
+        return None  # control characters (NUL above all) are never part of a host we would call
     try:
         parts = urlsplit(addr if "://" in addr else f"http://{addr}")
         host = parts.hostname

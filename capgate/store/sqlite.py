@@ -91,13 +91,21 @@ class SQLiteStore(Store):
             self._executor = None
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
-        current = row["v"] or 0
-        for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
-            if version > current:
-                conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n"
-                                   f"INSERT INTO schema_version VALUES ({version});\nCOMMIT;")
+        # The version is read inside the write transaction: two processes opening a new file at
+        # once must not both apply the same migration.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()["v"] or 0
+            for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
+                if version > current:
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._executor is not None and self._writer is not None, "store is not open"
@@ -308,7 +316,7 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 "SELECT * FROM tasks WHERE state = 'pending' AND pool = ? AND not_before <= ?"
                 " AND (lease_until IS NULL OR lease_until < ?) AND deadline_at > ?"
-                " ORDER BY not_before LIMIT ?", (pool, now, now, now, limit)).fetchall()
+                " ORDER BY not_before, created_at LIMIT ?", (pool, now, now, now, limit)).fetchall()
             settled = []
             for row in rows:
                 task = Task.from_row(row)
@@ -488,6 +496,17 @@ class SQLiteStore(Store):
         for row in rows:
             served.update(served_since(row["serving"], since))
         return served
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit the open transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]
 
 
 def _ledger(conn: sqlite3.Connection, account_id: int, task_id: int | None, kind: LedgerKind, amount: int,
