@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
+import signal
 import sys
 from typing import Any
 
@@ -58,7 +60,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CliError("say which worker to run: --ocr")
     if not args.server or not args.token:
         raise CliError("--server URL and --token T (or CAPGATE_SERVER / CAPGATE_WORKER_TOKEN) are required")
-    asyncio.run(_run_remote_ocr(args.server, args.token, args.processes or os.cpu_count() or 1))
+    with contextlib.suppress(asyncio.CancelledError):  # SIGTERM: the pool was closed on the way out
+        asyncio.run(_run_remote_ocr(args.server, args.token, args.processes or os.cpu_count() or 1))
     return 0
 
 
@@ -71,6 +74,10 @@ async def _run_remote_ocr(server: str, token: str, processes: int) -> None:
     folder = profiles_dir()
     pool = OcrPool(processes, folder)
     source = RemoteSource(server, token)
+    main = asyncio.current_task()
+    if main is not None:
+        # systemd, docker stop and kill send SIGTERM: stop like Ctrl-C so the pool's processes end too.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         await OcrWorker(source, pool, folder, concurrency=processes).run()
     finally:

@@ -48,11 +48,14 @@ class ProfileCatalog:
     def pick(self, job: Job, image: bytes) -> str | None:
         """The task's ``profile``, else the account's default, else a profile whose family the
         image clearly belongs to, else the generic model (``None``)."""
-        names = {p.name for p in self.profiles()}
+        profiles = self.profiles()
+        if not profiles:
+            return None
+        names = {p.name for p in profiles}
         for wanted in (job.params.get("profile"), job.account_settings.get("profile")):
             if isinstance(wanted, str) and wanted in names:
                 return wanted
-        return choose_profile(image, self.profiles())
+        return choose_profile(image, profiles)
 
 
 class OcrWorker:
@@ -97,7 +100,7 @@ class OcrWorker:
             await self.source.fail(job, C.CAPTCHA_UNSOLVABLE, final=True)
             return
         threshold = job.account_settings.get("human_threshold")
-        if isinstance(threshold, (int, float)) and result.confidence < threshold:
+        if isinstance(threshold, (int, float)) and (threshold >= 1 or result.confidence < threshold):
             await self.source.fail(job, None, to_human=True)
             return
         if not result.text:
