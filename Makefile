@@ -34,6 +34,7 @@ unit: venv browser
 test: lint typecheck unit
 
 bench: venv
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || true
 	$(PY) -m bench
 
 clean:
