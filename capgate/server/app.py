@@ -56,16 +56,13 @@ def open_store(settings: Settings) -> Store:
     return SQLiteStore(Path(path))
 
 
-async def _read_params(request: Request, limit: int) -> RequestParams:
-    params = RequestParams(values=parse_query(request.scope.get("query_string", b"")))
-    if request.method == "POST":
-        declared = request.headers.get("content-length")
-        body = await read_body(request.stream(), int(declared) if declared and declared.isdigit() else None,
-                               limit)
-        from_body = parse_body(request.headers.get("content-type", ""), body)
-        params.values.update(from_body.values)
-        params.files.update(from_body.files)
-    return params
+async def _add_body(request: Request, params: RequestParams, limit: int) -> None:
+    """Merge the body's parameters over the query's (the body wins, as form posts expect)."""
+    declared = request.headers.get("content-length")
+    body = await read_body(request.stream(), int(declared) if declared and declared.isdigit() else None, limit)
+    from_body = parse_body(request.headers.get("content-type", ""), body)
+    params.values.update(from_body.values)
+    params.files.update(from_body.files)
 
 
 def _render(reply: wire.Reply, json_mode: bool, cors: bool) -> Response:
@@ -78,13 +75,16 @@ def _endpoint(service: Service, name: str, too_big: str) -> Callable[[Request], 
     handler: Handler = {"in": service.submit, "res": service.result, "solve": service.solve_now}[name]
 
     async def endpoint(request: Request) -> Response:
-        query = request.query_params
-        json_mode = query.get("json", "0") == "1"
-        cors = query.get("header_acao", "0") == "1"
+        raw_query: bytes = request.scope.get("query_string", b"")
+        # Read leniently first, so that even a query that fails to parse is answered in its mode.
+        pieces = raw_query.split(b"&")
+        json_mode, cors = b"json=1" in pieces, b"header_acao=1" in pieces
         try:
-            params = await _read_params(request, service.settings.body_limit)
-            json_mode = params.get("json", "0").strip() == "1"
-            cors = params.flag("header_acao")
+            params = RequestParams(values=parse_query(raw_query))
+            json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
+            if request.method == "POST":
+                await _add_body(request, params, service.settings.body_limit)
+                json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
             ip = request.client.host if request.client else "unknown"
             reply = await handler(ip, params)
         except BodyTooLarge:
@@ -145,8 +145,8 @@ def create_app(settings: Settings, store: Store | None = None,
         return HTMLResponse(HUMAN_PAGE.read_bytes(), headers={"Cache-Control": "no-store"})
 
     routes = [
-        Route("/in.php", _endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
         Route("/res.php", _endpoint(service, "res", C.BAD_PARAMETERS), methods=["GET", "POST"]),
+        Route("/in.php", _endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
         Route("/solve.php", _endpoint(service, "solve", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
         Route("/healthz", health),
         Route("/human", human),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -53,9 +53,25 @@ def parse_query(raw: bytes) -> dict[str, str]:
     sends ``é`` as raw UTF-8 bytes, browsers and the official clients percent-encode it)."""
     try:
         text = raw.decode("utf-8")
-        return dict(parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
         raise BadParameters(str(exc)) from exc
+    # Pieces without escapes are taken as they are: most requests are plain ASCII, and this is on
+    # the path of every request. The last of repeated names wins.
+    values: dict[str, str] = {}
+    for piece in text.split("&"):
+        if piece:
+            name, _, value = piece.partition("=")
+            values[_unquote(name)] = _unquote(value)
+    return values
+
+
+def _unquote(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text
+    try:
+        return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadParameters("parameter is not UTF-8") from exc
 
 
 async def read_body(stream: AsyncIterator[bytes], declared: int | None, limit: int) -> bytes:

@@ -18,15 +18,17 @@ from capgate.protocol.wire import Reply
 from capgate.server.dispatch import Dispatcher
 from capgate.server.keys import hash_secret, well_formed
 from capgate.server.labels import keep_task_label
+from capgate.server.memo import Memo
 from capgate.server.notify import SettleHub
 from capgate.server.params import RequestParams
 from capgate.server.submit import Rejected, build_task
 from capgate.settings import Settings
 from capgate.solvers import sandbox
 from capgate.store.base import ReportPolicy, Store, SubmitLimits
-from capgate.store.models import Account, Task, TaskState, micros_to_usd
+from capgate.store.models import Account, TaskOutcome, TaskState, micros_to_usd
 
 MAX_BATCH_IDS = 100
+AUTH_MEMO_S = 0.2
 PRESENCE_CACHE_S = 1.0
 
 
@@ -39,6 +41,8 @@ class Service:
         self.sandbox: sandbox.SandboxWorker | None = None
         self.builtin_methods: set[str] = set()  # served by in-process workers (OCR)
         self._presence: tuple[float, set[str]] = (0.0, set())
+        self._unbanned: Memo[str, bool] = Memo(AUTH_MEMO_S)
+        self._accounts: Memo[str, Account] = Memo(AUTH_MEMO_S)
         self._actions: dict[str, Callable[[Account, RequestParams, float], Awaitable[Reply]]] = {
             "get": self._get, "get2": self._get2, "getbalance": self._balance,
             "reportgood": self._report_good, "reportbad": self._report_bad, "threadsinfo": self._threads,
@@ -49,15 +53,24 @@ class Service:
     # ---------------------------------------------------------------------------------- guard
 
     async def authenticate(self, ip: str, key: str, now: float) -> Account:
-        if await self.store.ip_banned(ip, now):
-            raise Rejected(C.IP_BANNED)
+        # Both look-ups are memoised for AUTH_MEMO_S: a client polling many times a second costs
+        # one read of each per interval. Only good news is memoised (an address not banned, a key
+        # that exists), and a ban made here drops the address's memo at once.
+        if not self._unbanned.get(ip, now):
+            if await self.store.ip_banned(ip, now):
+                raise Rejected(C.IP_BANNED)
+            self._unbanned.put(ip, True, now)
         if not well_formed(key):
             await self._strike(ip, now)
             raise Rejected(C.WRONG_USER_KEY)
-        account = await self.store.account_by_key_hash(hash_secret(key))
+        key_hash = hash_secret(key)
+        account = self._accounts.get(key_hash, now)
         if account is None:
-            await self._strike(ip, now)
-            raise Rejected(C.KEY_DOES_NOT_EXIST)
+            account = await self.store.account_by_key_hash(key_hash)
+            if account is None:
+                await self._strike(ip, now)
+                raise Rejected(C.KEY_DOES_NOT_EXIST)
+            self._accounts.put(key_hash, account, now)
         if account.disabled:
             raise Rejected(C.KEY_DOES_NOT_EXIST)
         return account
@@ -65,6 +78,7 @@ class Service:
     async def _strike(self, ip: str, now: float) -> None:
         s = self.settings
         if await self.store.strike(ip, now, s.ban_window, s.ban_threshold, s.ban_duration):
+            self._unbanned.drop(ip)
             raise Rejected(C.IP_BANNED)
 
     # ---------------------------------------------------------------------------------- in.php
@@ -113,11 +127,11 @@ class Service:
             task_id = int(submitted.plain[3:])
 
             async def settled() -> bool:
-                task = await self.store.get_task(account.id, task_id)
+                task = (await self.store.outcomes(account.id, [task_id])).get(task_id)
                 return self._slot(task, time.time())[0] is not TaskState.PENDING
 
             await self.hub.wait([task_id], self.settings.solve_wait, settled)
-            return self._reply_for(await self.store.get_task(account.id, task_id), time.time())
+            return self._reply_for((await self.store.outcomes(account.id, [task_id])).get(task_id), time.time())
         except Rejected as exc:
             return wire.code(exc.code)
 
@@ -147,12 +161,12 @@ class Service:
         except Rejected as exc:
             return wire.code(exc.code)
 
-    def _slot(self, task: Task | None, now: float) -> tuple[TaskState, Task | None]:
+    def _slot(self, task: TaskOutcome | None, now: float) -> tuple[TaskState, TaskOutcome | None]:
         if task is None:
             return TaskState.EXPIRED, None
         return task.effective_state(now, self.settings.retention), task
 
-    def _reply_for(self, task: Task | None, now: float, price: bool = False) -> Reply:
+    def _reply_for(self, task: TaskOutcome | None, now: float, price: bool = False) -> Reply:
         state, found = self._slot(task, now)
         if state is TaskState.PENDING:
             return wire.code(C.NOT_READY)
@@ -186,7 +200,7 @@ class Service:
             return
 
         async def settled() -> bool:
-            tasks = await self.store.get_tasks(account.id, ids)
+            tasks = await self.store.outcomes(account.id, ids)
             now = time.time()
             return all(self._slot(tasks.get(i), now)[0] is not TaskState.PENDING for i in ids)
 
@@ -198,7 +212,7 @@ class Service:
         task_id = _task_id(request.get("id"))
         await self._wait_for(account, [task_id], request)
         now = time.time()
-        return self._reply_for(await self.store.get_task(account.id, task_id), now)
+        return self._reply_for((await self.store.outcomes(account.id, [task_id])).get(task_id), now)
 
     async def _get_many(self, account: Account, request: RequestParams) -> Reply:
         ids = [_task_id(part) for part in request.get("ids").split(",") if part.strip()]
@@ -206,7 +220,7 @@ class Service:
             raise Rejected(C.BAD_PARAMETERS)
         await self._wait_for_any(account, ids, request)
         now = time.time()
-        tasks = await self.store.get_tasks(account.id, ids)
+        tasks = await self.store.outcomes(account.id, ids)
         slots = []
         for task_id in ids:
             reply = self._reply_for(tasks.get(task_id), now)
@@ -220,7 +234,7 @@ class Service:
             return
 
         async def any_settled() -> bool:
-            tasks = await self.store.get_tasks(account.id, ids)
+            tasks = await self.store.outcomes(account.id, ids)
             now = time.time()
             return any(self._slot(tasks.get(i), now)[0] is not TaskState.PENDING for i in ids)
 
@@ -229,10 +243,12 @@ class Service:
     async def _get2(self, account: Account, request: RequestParams, now: float) -> Reply:
         task_id = _task_id(request.get("id"))
         await self._wait_for(account, [task_id], request)
-        return self._reply_for(await self.store.get_task(account.id, task_id), time.time(), price=True)
+        return self._reply_for((await self.store.outcomes(account.id, [task_id])).get(task_id), time.time(),
+                               price=True)
 
     async def _balance(self, account: Account, request: RequestParams, now: float) -> Reply:
-        return wire.bare(account.balance_usd)
+        fresh = await self.store.get_account(account.id)  # the memoised account's balance may be old
+        return wire.bare((fresh or account).balance_usd)
 
     async def _report(self, account: Account, request: RequestParams, now: float, good: bool) -> Reply:
         task_id = _task_id(request.get("id"))

@@ -11,7 +11,7 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from capgate.store.models import Account, LedgerEntry, NewTask, Task, WorkerToken
+from capgate.store.models import Account, LedgerEntry, NewTask, Task, TaskOutcome, WorkerToken
 
 # A task and its images -> (answer's json fields, None) or (None, error code).
 Solve = Callable[[Task, dict[str, bytes]], tuple[dict[str, object] | None, str | None]]
@@ -78,6 +78,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_tasks(self, account_id: int, task_ids: Sequence[int]) -> dict[int, Task]: ...
+
+    @abc.abstractmethod
+    async def outcomes(self, account_id: int, task_ids: Sequence[int]) -> dict[int, TaskOutcome]:
+        """What polls need of these tasks of the account (the hot path: no parameters, no images)."""
 
     @abc.abstractmethod
     async def working_threads(self, account_id: int, now: float) -> int: ...

@@ -59,6 +59,52 @@ class Account:
         return micros_to_usd(self.balance)
 
 
+def effective_state(state: TaskState, created_at: float, deadline_at: float, settled_at: float | None,
+                    now: float, retention_s: float) -> TaskState:
+    """The state as of ``now``, before the sweeper has written it: a pending task past its
+    deadline is unsolvable, a settled one past the retention is expired."""
+    if state is TaskState.PENDING:
+        if now < deadline_at:
+            return TaskState.PENDING
+        settled = deadline_at
+    elif state is TaskState.EXPIRED:
+        return TaskState.EXPIRED
+    else:
+        settled = settled_at if settled_at is not None else created_at
+    if now - settled > retention_s:
+        return TaskState.EXPIRED
+    return state if state is not TaskState.PENDING else TaskState.UNSOLVABLE
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What a poll needs of a task, read without its parameters or images."""
+
+    id: int
+    method: str
+    state: TaskState
+    price: int
+    created_at: float
+    deadline_at: float
+    settled_at: float | None
+    answer_json: str | None
+    error: str | None
+
+    COLUMNS = "id, method, state, price, created_at, deadline_at, settled_at, answer, error"
+
+    def effective_state(self, now: float, retention_s: float) -> TaskState:
+        return effective_state(self.state, self.created_at, self.deadline_at, self.settled_at, now, retention_s)
+
+    @property
+    def answer(self) -> dict[str, Any] | None:
+        return json.loads(self.answer_json) if self.answer_json is not None else None
+
+    @staticmethod
+    def from_row(row: Any) -> TaskOutcome:
+        return TaskOutcome(int(row[0]), row[1], TaskState(row[2]), int(row[3]), float(row[4]), float(row[5]),
+                           row[6], row[7], row[8])
+
+
 @dataclass(frozen=True)
 class Task:
     id: int
@@ -83,19 +129,7 @@ class Task:
     pingback_attempts: int = 0
 
     def effective_state(self, now: float, retention_s: float) -> TaskState:
-        """The state as of ``now``, before the sweeper has written it: a pending task past its
-        deadline is unsolvable, a settled one past the retention is expired."""
-        if self.state is TaskState.PENDING:
-            if now < self.deadline_at:
-                return TaskState.PENDING
-            settled = self.deadline_at
-        elif self.state is TaskState.EXPIRED:
-            return TaskState.EXPIRED
-        else:
-            settled = self.settled_at if self.settled_at is not None else self.created_at
-        if now - settled > retention_s:
-            return TaskState.EXPIRED
-        return self.state if self.state is not TaskState.PENDING else TaskState.UNSOLVABLE
+        return effective_state(self.state, self.created_at, self.deadline_at, self.settled_at, now, retention_s)
 
     @staticmethod
     def from_row(row: Any) -> Task:

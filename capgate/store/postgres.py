@@ -38,6 +38,7 @@ from capgate.store.models import (
     LedgerKind,
     NewTask,
     Task,
+    TaskOutcome,
     TaskState,
     WorkerToken,
 )
@@ -260,6 +261,13 @@ class PostgresStore(Store):
         rows = await self._read("SELECT * FROM tasks WHERE account_id = %s AND id = ANY(%s)",
                                 (account_id, [int(i) for i in task_ids]))
         return {int(r["id"]): Task.from_row(r) for r in rows}
+
+    async def outcomes(self, account_id: int, task_ids: Sequence[int]) -> dict[int, TaskOutcome]:
+        if not task_ids:
+            return {}
+        rows = await self._read(f"SELECT {TaskOutcome.COLUMNS} FROM tasks WHERE account_id = %s AND id = ANY(%s)",
+                                (account_id, list(task_ids)))
+        return {int(r["id"]): TaskOutcome.from_row(list(r.values())) for r in rows}
 
     async def working_threads(self, account_id: int, now: float) -> int:
         row = await self._read_one("SELECT COUNT(*) AS n FROM tasks WHERE account_id = %s AND state = 'pending'"

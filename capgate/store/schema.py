@@ -1,4 +1,8 @@
-"""Schema migrations, applied in order; each entry is one version. Append, never edit."""
+"""Schema migrations, applied in order; each entry is one version. Append, never edit.
+
+Version 3 keeps running counts of pending tasks (per account, and service-wide) in triggers, so a
+submit checks the thread cap and the queue cap in O(1) instead of counting every pending task.
+"""
 
 from __future__ import annotations
 
@@ -83,5 +87,27 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN pingback_next REAL;
     ALTER TABLE tasks ADD COLUMN pingback_done INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX tasks_pingback ON tasks (pingback_done, pingback_next) WHERE pingback IS NOT NULL;
+    """,
+    """
+    ALTER TABLE accounts ADD COLUMN pending_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN pending_reserved INTEGER NOT NULL DEFAULT 0;
+    UPDATE accounts SET
+        pending_count = (SELECT COUNT(*) FROM tasks WHERE tasks.account_id = accounts.id AND state = 'pending'),
+        pending_reserved = (SELECT COALESCE(SUM(price), 0) FROM tasks
+                            WHERE tasks.account_id = accounts.id AND state = 'pending');
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO counters VALUES ('pending', (SELECT COUNT(*) FROM tasks WHERE state = 'pending'));
+    CREATE TRIGGER tasks_pending_in AFTER INSERT ON tasks WHEN NEW.state = 'pending' BEGIN
+        UPDATE accounts SET pending_count = pending_count + 1, pending_reserved = pending_reserved + NEW.price
+            WHERE id = NEW.account_id;
+        UPDATE counters SET value = value + 1 WHERE name = 'pending';
+    END;
+    CREATE TRIGGER tasks_pending_out AFTER UPDATE OF state ON tasks
+    WHEN OLD.state = 'pending' AND NEW.state != 'pending' BEGIN
+        UPDATE accounts SET pending_count = pending_count - 1, pending_reserved = pending_reserved - OLD.price
+            WHERE id = OLD.account_id;
+        UPDATE counters SET value = value - 1 WHERE name = 'pending';
+    END;
+    CREATE INDEX tasks_due ON tasks (state, pool, not_before, created_at);
     """,
 )
