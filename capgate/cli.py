@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
+from capgate.cliargs import whole_number
 from capgate.paths import database_url
 from capgate.server.keys import KEY_LENGTH, PREFIX_LENGTH, hash_secret, new_key
 from capgate.settings import Settings, from_env
@@ -43,16 +44,6 @@ def _usd(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
     if not value.is_finite() or value < 0 or value > MAX_USD:
         raise argparse.ArgumentTypeError(f"not an amount in USD from 0 to {MAX_USD}: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_THREADS}: {text!r}")
     return value
 
 
@@ -249,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create an account; prints its key alone on the last line")
     add_db_option(create)
     create.add_argument("--sandbox", action="store_true", help="answered by the built-in sandbox worker")
-    create.add_argument("--threads", type=_positive_int, default=5)
+    create.add_argument("--threads", type=whole_number(1, MAX_THREADS), default=5)
     create.add_argument("--balance", type=_usd, default=Decimal(0), help="initial balance in USD")
     create.set_defaults(func=cmd_keys_create)
     listing = keys.add_parser("list", help="list accounts")
@@ -269,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     threads = keys.add_parser("threads", help="set an account's thread cap")
     add_db_option(threads)
     threads.add_argument("account")
-    threads.add_argument("threads", type=_positive_int)
+    threads.add_argument("threads", type=whole_number(1, MAX_THREADS))
     threads.set_defaults(func=cmd_keys_threads)
     setting = keys.add_parser("set", help="per-account settings")
     add_db_option(setting)

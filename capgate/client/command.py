@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from capgate.cliargs import positive_seconds, whole_number
 from capgate.client.aio import AsyncClient
 from capgate.client.errors import AuthError, CapgateError, NetworkError
 
@@ -26,36 +27,6 @@ FIELDS = ("file", "task_id", "answer", "error")
 
 class _Fatal(Exception):
     pass
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def _length(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 20:
-        raise argparse.ArgumentTypeError(f"must be 1..20: {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
@@ -69,14 +40,14 @@ def register(subparsers: Any) -> None:
                                   description=__doc__.splitlines()[0] if __doc__ else None)
     solve.add_argument("files", nargs="+", metavar="FILE", help="captcha images")
     _connection(solve)
-    solve.add_argument("--concurrency", type=_positive_int, default=10, help="solves at once (default 10)")
+    solve.add_argument("--concurrency", type=whole_number(1, 10_000), default=10, help="solves at once (default 10)")
     solve.add_argument("--numeric", type=int, choices=range(5), default=None,
                        help="0 any, 1 digits only, 2 letters only, 3 digits and letters, 4 no digits")
-    solve.add_argument("--min-len", dest="min_len", type=_length, default=None)
-    solve.add_argument("--max-len", dest="max_len", type=_length, default=None)
+    solve.add_argument("--min-len", dest="min_len", type=whole_number(1, 20), default=None)
+    solve.add_argument("--max-len", dest="max_len", type=whole_number(1, 20), default=None)
     solve.add_argument("--case-sensitive", dest="case_sensitive", action="store_true")
     solve.add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    solve.add_argument("--timeout", type=_seconds, default=None,
+    solve.add_argument("--timeout", type=positive_seconds, default=None,
                        help="seconds per captcha, retries included (default: the service's deadline + 30)")
     solve.set_defaults(func=cmd_solve)
 
