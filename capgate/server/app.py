@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capgate.paths import sqlite_path
 from capgate.protocol import wire
@@ -56,37 +57,48 @@ def open_store(settings: Settings) -> Store:
     return SQLiteStore(Path(path))
 
 
-async def _add_body(request: Request, params: RequestParams, limit: int) -> None:
-    """Merge the body's parameters over the query's (the body wins, as form posts expect)."""
-    declared = request.headers.get("content-length")
-    body = await read_body(request.stream(), int(declared) if declared and declared.isdigit() else None, limit)
-    from_body = parse_body(request.headers.get("content-type", ""), body)
-    params.values.update(from_body.values)
-    params.files.update(from_body.files)
+async def _receive_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    async def chunks() -> AsyncIterator[bytes]:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+    return await read_body(chunks(), declared, limit)
 
 
-def _render(reply: wire.Reply, json_mode: bool, cors: bool) -> Response:
-    body, media_type = reply.render(json_mode)
-    headers = {"Access-Control-Allow-Origin": "*"} if cors else None
-    return Response(body, status_code=200, media_type=media_type, headers=headers)
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return ""
 
 
-def _endpoint(service: Service, name: str, too_big: str) -> Callable[[Request], Awaitable[Response]]:
+def _protocol_endpoint(service: Service, name: str, too_big: str) -> ASGIApp:
+    """in.php / res.php / solve.php as plain ASGI: the hot path of every client, kept free of
+    per-request framework objects (it is most of what a poll costs beside the store read)."""
     handler: Handler = {"in": service.submit, "res": service.result, "solve": service.solve_now}[name]
+    limit = service.settings.body_limit
 
-    async def endpoint(request: Request) -> Response:
-        raw_query: bytes = request.scope.get("query_string", b"")
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        raw_query: bytes = scope.get("query_string", b"")
         # Read leniently first, so that even a query that fails to parse is answered in its mode.
         pieces = raw_query.split(b"&")
         json_mode, cors = b"json=1" in pieces, b"header_acao=1" in pieces
         try:
             params = RequestParams(values=parse_query(raw_query))
             json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
-            if request.method == "POST":
-                await _add_body(request, params, service.settings.body_limit)
+            if scope["method"] == "POST":
+                declared = _header(scope, b"content-length")
+                body = await _receive_body(receive, int(declared) if declared.isdigit() else None, limit)
+                from_body = parse_body(_header(scope, b"content-type"), body)
+                params.values.update(from_body.values)  # the body wins, as form posts expect
+                params.files.update(from_body.files)
                 json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
-            ip = request.client.host if request.client else "unknown"
-            reply = await handler(ip, params)
+            client = scope.get("client")
+            reply = await handler(client[0] if client else "unknown", params)
         except BodyTooLarge:
             reply = wire.code(too_big)
         except BadUpload:
@@ -96,9 +108,38 @@ def _endpoint(service: Service, name: str, too_big: str) -> Callable[[Request], 
         except Exception:
             log.exception("unexpected error in %s.php", name)
             reply = wire.code(C.SERVER_ERROR)
-        return _render(reply, json_mode, cors)
+        content, media_type = reply.render(json_mode)
+        headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(content)).encode())]
+        if cors:
+            headers.append((b"access-control-allow-origin", b"*"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
     return endpoint
+
+
+class ProtocolApp:
+    """The ASGI app: the protocol endpoints (GET and POST) served directly, the rest by Starlette
+    (worker API, human page, health, lifespan)."""
+
+    def __init__(self, service: Service, app: Starlette) -> None:
+        self.service = service
+        self.app = app
+        self.state = app.state
+        self.router = app.router
+        self._endpoints: dict[str, ASGIApp] = {
+            "/res.php": _protocol_endpoint(service, "res", C.BAD_PARAMETERS),
+            "/in.php": _protocol_endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE),
+            "/solve.php": _protocol_endpoint(service, "solve", C.TOO_BIG_CAPTCHA_FILESIZE),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "POST"):
+            endpoint = self._endpoints.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _sweeper(service: Service) -> None:
@@ -114,7 +155,7 @@ async def _sweeper(service: Service) -> None:
 
 
 def create_app(settings: Settings, store: Store | None = None,
-               extensions: tuple[Extension, ...] = ()) -> Starlette:
+               extensions: tuple[Extension, ...] = ()) -> ProtocolApp:
     """The ASGI app. ``extensions`` are async context managers run for the app's life (workers
     that live in the server process, such as the OCR worker)."""
     service = Service(settings, store or open_store(settings))
@@ -145,13 +186,10 @@ def create_app(settings: Settings, store: Store | None = None,
         return HTMLResponse(HUMAN_PAGE.read_bytes(), headers={"Cache-Control": "no-store"})
 
     routes = [
-        Route("/res.php", _endpoint(service, "res", C.BAD_PARAMETERS), methods=["GET", "POST"]),
-        Route("/in.php", _endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
-        Route("/solve.php", _endpoint(service, "solve", C.TOO_BIG_CAPTCHA_FILESIZE), methods=["GET", "POST"]),
         Route("/healthz", health),
         Route("/human", human),
         *WorkerApi(service.dispatcher).routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service
-    return app
+    return ProtocolApp(service, app)

@@ -29,6 +29,8 @@ from capgate.store.models import Account, TaskOutcome, TaskState, micros_to_usd
 
 MAX_BATCH_IDS = 100
 AUTH_MEMO_S = 0.2
+OUTCOME_MEMO_S = 0.1
+SETTLED_MEMO_S = 5.0
 PRESENCE_CACHE_S = 1.0
 
 
@@ -43,6 +45,9 @@ class Service:
         self._presence: tuple[float, set[str]] = (0.0, set())
         self._unbanned: Memo[str, bool] = Memo(AUTH_MEMO_S)
         self._accounts: Memo[str, Account] = Memo(AUTH_MEMO_S)
+        self._pending_outcomes: Memo[int, tuple[int, TaskOutcome]] = Memo(OUTCOME_MEMO_S)
+        self._settled_outcomes: Memo[int, tuple[int, TaskOutcome]] = Memo(SETTLED_MEMO_S)
+        self.hub.on_settle.append(self._forget_outcome)
         self._actions: dict[str, Callable[[Account, RequestParams, float], Awaitable[Reply]]] = {
             "get": self._get, "get2": self._get2, "getbalance": self._balance,
             "reportgood": self._report_good, "reportbad": self._report_bad, "threadsinfo": self._threads,
@@ -180,6 +185,23 @@ class Service:
             return wire.answer_with_price(answer, kind, micros_to_usd(found.price))
         return wire.answer(answer, kind)
 
+    async def _outcome(self, account_id: int, task_id: int, now: float) -> TaskOutcome | None:
+        """A task's outcome for a poll. Clients poll the same task over and over: an outcome read in
+        the last OUTCOME_MEMO_S (pending) or SETTLED_MEMO_S (settled: it no longer changes, and
+        expiry is worked out from its times) is reused. A settle in this process drops the memo at
+        once; one in another process sharing the database is seen within OUTCOME_MEMO_S."""
+        memo = self._settled_outcomes.get(task_id, now) or self._pending_outcomes.get(task_id, now)
+        if memo is not None and memo[0] == account_id:
+            return memo[1]
+        outcome = (await self.store.outcomes(account_id, [task_id])).get(task_id)
+        if outcome is not None:
+            pending = outcome.state is TaskState.PENDING
+            (self._pending_outcomes if pending else self._settled_outcomes).put(task_id, (account_id, outcome), now)
+        return outcome
+
+    def _forget_outcome(self, task_id: int) -> None:
+        self._pending_outcomes.drop(task_id)
+
     def _wait_seconds(self, request: RequestParams) -> float:
         """``wait=N`` capped at ``max_wait`` (``inf`` included); 0 when absent; NaN is a bad parameter."""
         raw = request.get("wait").strip()
@@ -212,7 +234,7 @@ class Service:
         task_id = _task_id(request.get("id"))
         await self._wait_for(account, [task_id], request)
         now = time.time()
-        return self._reply_for((await self.store.outcomes(account.id, [task_id])).get(task_id), now)
+        return self._reply_for(await self._outcome(account.id, task_id, now), now)
 
     async def _get_many(self, account: Account, request: RequestParams) -> Reply:
         ids = [_task_id(part) for part in request.get("ids").split(",") if part.strip()]
@@ -243,8 +265,8 @@ class Service:
     async def _get2(self, account: Account, request: RequestParams, now: float) -> Reply:
         task_id = _task_id(request.get("id"))
         await self._wait_for(account, [task_id], request)
-        return self._reply_for((await self.store.outcomes(account.id, [task_id])).get(task_id), time.time(),
-                               price=True)
+        now = time.time()
+        return self._reply_for(await self._outcome(account.id, task_id, now), now, price=True)
 
     async def _balance(self, account: Account, request: RequestParams, now: float) -> Reply:
         fresh = await self.store.get_account(account.id)  # the memoised account's balance may be old
