@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from capgate.protocol import wire
 from capgate.protocol.codes import OK_REPORT_RECORDED, C
-from capgate.protocol.methods import BY_NAME, Category
+from capgate.protocol.methods import BY_NAME
 from capgate.protocol.wire import Reply
 from capgate.server.dispatch import Dispatcher
 from capgate.server.keys import hash_secret, well_formed
@@ -340,7 +340,3 @@ def _host_of(addr: str) -> str | None:
     if parts.scheme not in ("http", "https"):
         return None
     return host.lower() if host else None
-
-
-def image_methods() -> set[str]:
-    return {m.name for m in BY_NAME.values() if m.category is Category.IMAGE}

@@ -80,10 +80,6 @@ class SQLiteStore(Store):
         await self._run(self._migrate)
         self._reader = self._connect()
 
-    def open_sync(self) -> None:
-        """For command-line tools that touch the store without an event loop."""
-        asyncio.run(self.open())
-
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
