@@ -1,4 +1,5 @@
-"""The HTTP face of capgate: in.php and res.php over Starlette, plus the background workers.
+"""The HTTP face of capgate: in.php, res.php and solve.php as plain ASGI (the hot path), the worker
+API, human page and health check on Starlette, and the background workers for the app's life.
 
 Every protocol answer is HTTP 200, whatever went wrong: clients (2captcha-python above all) treat
 any other status as a network failure and would retry a request that can never succeed.
