@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
 import io
 import json
+import random
 import re
 import socket
 import struct
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import pytest
 from PIL import Image
 
 from capgate.protocol.codes import CODES, NOT_READY
@@ -312,3 +315,20 @@ def make_key(db: Path, *, sandbox: bool = True, threads: int = 50, balance: str 
 def nonce() -> str:
     """A parameter value that makes a submit unique (no ERROR_BAD_DUPLICATES between tests)."""
     return uuid.uuid4().hex
+
+
+DATA_SETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def labelled(name: str, count: int) -> list[tuple[bytes, str]]:
+    """``count`` labelled images of a shared set, from the held-out part of the split the benchmarks
+    use (``random.Random(7)`` shuffle, rows 500 on); the test is skipped when the set is absent."""
+    folder = DATA_SETS / name
+    if not (folder / "labels.csv").is_file():
+        pytest.skip(f"data set {name} not present at {folder}")
+    with (folder / "labels.csv").open(newline="", encoding="utf-8") as fh:
+        rows = [(r["filename"], r["label"]) for r in csv.DictReader(fh)]
+    random.Random(7).shuffle(rows)
+    rows = (rows[500:] + rows[:500])[:count]
+    return [((folder / f).read_bytes(), label) for f, label in rows]
+

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import itertools
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from capgate.solvers.ocr.engine import (
 )
 from capgate.solvers.ocr.profile import Fingerprint, Profile
 from capgate.solvers.ocr.select import choose_profile
+from tests.fixtures import labelled
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -44,18 +43,6 @@ def draw(text: str, size: tuple[int, int] | None = None, mode: str = "L", font_s
     buf = io.BytesIO()
     image.convert(mode).save(buf, "PNG")
     return buf.getvalue()
-
-
-def labelled(name: str, count: int) -> list[tuple[bytes, str]]:
-    """``count`` labelled images of a shared set, the held-out part of the split bench/ocr.py uses."""
-    folder = DATA / name
-    if not (folder / "labels.csv").is_file():
-        pytest.skip(f"data set {name} not present at {folder}")
-    with (folder / "labels.csv").open(newline="", encoding="utf-8") as fh:
-        rows = [(r["filename"], r["label"]) for r in csv.DictReader(fh)]
-    random.Random(7).shuffle(rows)
-    rows = (rows[500:] + rows[:500])[:count]
-    return [((folder / f).read_bytes(), label) for f, label in rows]
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import io
 import os
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from capgate.solvers.ocr.constraints import OcrConstraints
 from capgate.solvers.ocr.engine import Recognizer, UnknownProfile, UnreadableImage, ddddocr_charset, ddddocr_dir
 from capgate.solvers.ocr.pool import OcrPool
 from capgate.solvers.ocr.profile import Profile
+from tests.fixtures import labelled
 
 # The helpers repeat test_ocr_engine's: test modules here are not a package, so one cannot import
 # the other under mypy.
@@ -29,17 +28,6 @@ def draw(text: str) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "PNG")
     return buf.getvalue()
-
-
-def labelled(name: str, count: int) -> list[tuple[bytes, str]]:
-    folder = DATA / name
-    if not (folder / "labels.csv").is_file():
-        pytest.skip(f"data set {name} not present at {folder}")
-    with (folder / "labels.csv").open(newline="", encoding="utf-8") as fh:
-        rows = [(r["filename"], r["label"]) for r in csv.DictReader(fh)]
-    random.Random(7).shuffle(rows)
-    rows = (rows[500:] + rows[:500])[:count]
-    return [((folder / f).read_bytes(), label) for f, label in rows]
 
 
 def write_generic_as_profile(folder: Path, name: str, min_len: int, max_len: int) -> None:
