@@ -58,6 +58,13 @@ class Account:
     def balance_usd(self) -> str:
         return micros_to_usd(self.balance)
 
+    @staticmethod
+    def from_row(row: Any) -> Account:
+        """From a row read by column name (either backend's row type)."""
+        return Account(id=row["id"], key_prefix=row["key_prefix"], threads=row["threads"],
+                       balance=row["balance"], disabled=bool(row["disabled"]), sandbox=bool(row["sandbox"]),
+                       created_at=row["created_at"], settings=json.loads(row["settings"]))
+
 
 def effective_state(state: TaskState, created_at: float, deadline_at: float, settled_at: float | None,
                     now: float, retention_s: float) -> TaskState:
@@ -172,6 +179,12 @@ class LedgerEntry:
     created_at: float
     note: str
 
+    @staticmethod
+    def from_row(row: Any) -> LedgerEntry:
+        return LedgerEntry(id=row["id"], account_id=row["account_id"], task_id=row["task_id"],
+                           kind=LedgerKind(row["kind"]), amount=row["amount"], balance_after=row["balance_after"],
+                           created_at=row["created_at"], note=row["note"])
+
 
 @dataclass(frozen=True)
 class WorkerToken:
@@ -182,3 +195,9 @@ class WorkerToken:
     human: bool
     disabled: bool
     created_at: float
+
+    @staticmethod
+    def from_row(row: Any) -> WorkerToken:
+        return WorkerToken(id=row["id"], name=row["name"], token_prefix=row["token_prefix"],
+                           methods=tuple(json.loads(row["methods"])), human=bool(row["human"]),
+                           disabled=bool(row["disabled"]), created_at=row["created_at"])

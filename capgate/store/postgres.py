@@ -56,18 +56,6 @@ _NUL = "\x00"
 CONNECT_TIMEOUT_S = 15.0
 
 
-def _account(row: DictRow) -> Account:
-    return Account(id=row["id"], key_prefix=row["key_prefix"], threads=row["threads"],
-                   balance=row["balance"], disabled=bool(row["disabled"]), sandbox=bool(row["sandbox"]),
-                   created_at=row["created_at"], settings=json.loads(row["settings"]))
-
-
-def _worker(row: DictRow) -> WorkerToken:
-    return WorkerToken(id=row["id"], name=row["name"], token_prefix=row["token_prefix"],
-                       methods=tuple(json.loads(row["methods"])), human=bool(row["human"]),
-                       disabled=bool(row["disabled"]), created_at=row["created_at"])
-
-
 def redacted(url: str) -> str:
     """The URL without its password, for error messages."""
     try:
@@ -161,15 +149,15 @@ class PostgresStore(Store):
 
     async def account_by_key_hash(self, key_hash: str) -> Account | None:
         row = await self._read_one("SELECT * FROM accounts WHERE key_hash = %s", (key_hash,))
-        return _account(row) if row else None
+        return Account.from_row(row) if row else None
 
     async def account_by_prefix(self, prefix: str) -> list[Account]:
         rows = await self._read("SELECT * FROM accounts WHERE key_prefix LIKE %s ORDER BY id",
                                 (prefix.replace("%", "").replace("_", "").replace("\\", "") + "%",))
-        return [_account(r) for r in rows]
+        return [Account.from_row(r) for r in rows]
 
     async def list_accounts(self) -> list[Account]:
-        return [_account(r) for r in await self._read("SELECT * FROM accounts ORDER BY id")]
+        return [Account.from_row(r) for r in await self._read("SELECT * FROM accounts ORDER BY id")]
 
     async def topup(self, account_id: int, amount: int, note: str) -> Account:
         async def run(conn: Conn) -> Account:
@@ -199,9 +187,7 @@ class PostgresStore(Store):
     async def ledger(self, account_id: int, limit: int = 100) -> list[LedgerEntry]:
         rows = await self._read("SELECT * FROM ledger WHERE account_id = %s ORDER BY id DESC LIMIT %s",
                                 (account_id, limit))
-        return [LedgerEntry(id=r["id"], account_id=r["account_id"], task_id=r["task_id"],
-                            kind=LedgerKind(r["kind"]), amount=r["amount"], balance_after=r["balance_after"],
-                            created_at=r["created_at"], note=r["note"]) for r in rows]
+        return [LedgerEntry.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------------------------ tasks
 
@@ -456,7 +442,7 @@ class PostgresStore(Store):
 
     async def get_account(self, account_id: int) -> Account | None:
         row = await self._read_one("SELECT * FROM accounts WHERE id = %s", (account_id,))
-        return _account(row) if row else None
+        return Account.from_row(row) if row else None
 
     async def due_pingbacks(self, now: float, hold_s: float, limit: int) -> list[Task]:
         async def run(conn: Conn) -> list[Task]:
@@ -535,15 +521,15 @@ class PostgresStore(Store):
                 "INSERT INTO workers (name, token_hash, token_prefix, methods, human, disabled, created_at)"
                 " VALUES (%s, %s, %s, %s, %s, FALSE, %s) RETURNING *",
                 (name, token_hash, token_prefix, json.dumps(list(methods)), human, time.time()))
-            return _worker(_one(await cur.fetchone()))
+            return WorkerToken.from_row(_one(await cur.fetchone()))
         return await self._tx(run, single=True)
 
     async def worker_by_token_hash(self, token_hash: str) -> WorkerToken | None:
         row = await self._read_one("SELECT * FROM workers WHERE token_hash = %s", (token_hash,))
-        return _worker(row) if row else None
+        return WorkerToken.from_row(row) if row else None
 
     async def list_workers(self) -> list[WorkerToken]:
-        return [_worker(r) for r in await self._read("SELECT * FROM workers ORDER BY id")]
+        return [WorkerToken.from_row(r) for r in await self._read("SELECT * FROM workers ORDER BY id")]
 
     async def worker_seen(self, worker_id: int, methods: Sequence[str], now: float) -> None:
         await self._write("UPDATE workers SET last_seen = %s, serving = %s WHERE id = %s",
@@ -574,7 +560,7 @@ async def _fetch_account(conn: Conn, account_id: int) -> Account:
     row = await cur.fetchone()
     if row is None:
         raise LookupError(f"no account {account_id}")
-    return _account(row)
+    return Account.from_row(row)
 
 
 async def _ledger(conn: Conn, account_id: int, task_id: int | None, kind: LedgerKind, amount: int,

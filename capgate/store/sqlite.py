@@ -39,18 +39,6 @@ T = TypeVar("T")
 GROUP_COMMIT_MAX = 128
 
 
-def _account(row: sqlite3.Row) -> Account:
-    return Account(id=row["id"], key_prefix=row["key_prefix"], threads=row["threads"],
-                   balance=row["balance"], disabled=bool(row["disabled"]), sandbox=bool(row["sandbox"]),
-                   created_at=row["created_at"], settings=json.loads(row["settings"]))
-
-
-def _worker(row: sqlite3.Row) -> WorkerToken:
-    return WorkerToken(id=row["id"], name=row["name"], token_prefix=row["token_prefix"],
-                       methods=tuple(json.loads(row["methods"])), human=bool(row["human"]),
-                       disabled=bool(row["disabled"]), created_at=row["created_at"])
-
-
 class SQLiteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -185,25 +173,25 @@ class SQLiteStore(Store):
             account_id = int(cur.lastrowid or 0)
             if balance:
                 _ledger(conn, account_id, None, LedgerKind.TOPUP, balance, now, "initial balance")
-            return _account(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
+            return Account.from_row(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
         return await self._tx(run)
 
     async def account_by_key_hash(self, key_hash: str) -> Account | None:
         row = self._read_one("SELECT * FROM accounts WHERE key_hash = ?", (key_hash,))
-        return _account(row) if row else None
+        return Account.from_row(row) if row else None
 
     async def account_by_prefix(self, prefix: str) -> list[Account]:
         rows = self._read("SELECT * FROM accounts WHERE key_prefix LIKE ? ORDER BY id",
                           (prefix.replace("%", "").replace("_", "") + "%",))
-        return [_account(r) for r in rows]
+        return [Account.from_row(r) for r in rows]
 
     async def list_accounts(self) -> list[Account]:
-        return [_account(r) for r in self._read("SELECT * FROM accounts ORDER BY id")]
+        return [Account.from_row(r) for r in self._read("SELECT * FROM accounts ORDER BY id")]
 
     async def topup(self, account_id: int, amount: int, note: str) -> Account:
         def run(conn: sqlite3.Connection) -> Account:
             _ledger(conn, account_id, None, LedgerKind.TOPUP, amount, time.time(), note)
-            return _account(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
+            return Account.from_row(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
         return await self._tx(run)
 
     async def update_account(self, account_id: int, *, disabled: bool | None = None,
@@ -218,15 +206,13 @@ class SQLiteStore(Store):
                 row = conn.execute("SELECT settings FROM accounts WHERE id = ?", (account_id,)).fetchone()
                 merged = {**json.loads(row["settings"]), **settings}
                 conn.execute("UPDATE accounts SET settings = ? WHERE id = ?", (json.dumps(merged), account_id))
-            return _account(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
+            return Account.from_row(conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone())
         return await self._tx(run)
 
     async def ledger(self, account_id: int, limit: int = 100) -> list[LedgerEntry]:
         rows = self._read("SELECT * FROM ledger WHERE account_id = ? ORDER BY id DESC LIMIT ?",
                           (account_id, limit))
-        return [LedgerEntry(id=r["id"], account_id=r["account_id"], task_id=r["task_id"],
-                            kind=LedgerKind(r["kind"]), amount=r["amount"], balance_after=r["balance_after"],
-                            created_at=r["created_at"], note=r["note"]) for r in rows]
+        return [LedgerEntry.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------------------------ tasks
 
@@ -458,7 +444,7 @@ class SQLiteStore(Store):
 
     async def get_account(self, account_id: int) -> Account | None:
         row = self._read_one("SELECT * FROM accounts WHERE id = ?", (account_id,))
-        return _account(row) if row else None
+        return Account.from_row(row) if row else None
 
     async def due_pingbacks(self, now: float, hold_s: float, limit: int) -> list[Task]:
         def run(conn: sqlite3.Connection) -> list[Task]:
@@ -530,15 +516,15 @@ class SQLiteStore(Store):
                 "INSERT INTO workers (name, token_hash, token_prefix, methods, human, disabled, created_at)"
                 " VALUES (?, ?, ?, ?, ?, 0, ?)",
                 (name, token_hash, token_prefix, json.dumps(list(methods)), int(human), time.time()))
-            return _worker(conn.execute("SELECT * FROM workers WHERE id = ?", (cur.lastrowid,)).fetchone())
+            return WorkerToken.from_row(conn.execute("SELECT * FROM workers WHERE id = ?", (cur.lastrowid,)).fetchone())
         return await self._tx(run)
 
     async def worker_by_token_hash(self, token_hash: str) -> WorkerToken | None:
         row = self._read_one("SELECT * FROM workers WHERE token_hash = ?", (token_hash,))
-        return _worker(row) if row else None
+        return WorkerToken.from_row(row) if row else None
 
     async def list_workers(self) -> list[WorkerToken]:
-        return [_worker(r) for r in self._read("SELECT * FROM workers ORDER BY id")]
+        return [WorkerToken.from_row(r) for r in self._read("SELECT * FROM workers ORDER BY id")]
 
     async def worker_seen(self, worker_id: int, methods: Sequence[str], now: float) -> None:
         def run(conn: sqlite3.Connection) -> None:
