@@ -164,6 +164,7 @@ METHODS: tuple[Method, ...] = (
 )
 
 BY_NAME: dict[str, Method] = {method.name: method for method in METHODS}
+IMAGE_PARAMS = frozenset(name for method in METHODS for name in method.image_params)
 _BY_WIRE: dict[str, tuple[Method, ...]] = {}
 for _method in METHODS:
     for _wire in _method.wire:

@@ -7,6 +7,8 @@ different answer than the one sent).
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
@@ -51,27 +53,33 @@ class RequestParams:
 def parse_query(raw: bytes) -> dict[str, str]:
     """A query string or urlencoded body. Percent-escapes and raw bytes alike must be UTF-8 (``curl -d``
     sends ``é`` as raw UTF-8 bytes, browsers and the official clients percent-encode it)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadParameters(str(exc)) from exc
-    # Pieces without escapes are taken as they are: most requests are plain ASCII, and this is on
-    # the path of every request. The last of repeated names wins.
+    # Worked on bytes, piece by piece: this is on the path of every request, and a submit's body
+    # is kilobytes of percent-encoded base64. The last of repeated names wins.
     values: dict[str, str] = {}
-    for piece in text.split("&"):
-        if piece:
-            name, _, value = piece.partition("=")
-            values[_unquote(name)] = _unquote(value)
+    try:
+        for piece in raw.split(b"&"):
+            if piece:
+                name, _, value = piece.partition(b"=")
+                values[_unquote(name).decode("utf-8")] = _unquote(value).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadParameters("parameter is not UTF-8") from exc
     return values
 
 
-def _unquote(text: str) -> str:
-    if "%" not in text and "+" not in text:
-        return text
-    try:
-        return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadParameters("parameter is not UTF-8") from exc
+def _unquote(raw: bytes) -> bytes:
+    if b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    if b"%" not in raw:
+        return raw
+    if b"\\" not in raw:
+        # A submit's body is kilobytes of percent-encoded base64, too slow to decode escape by
+        # escape in Python. Rewritten as "\xHH" escapes, the whole piece decodes in one C pass;
+        # with no backslash of its own in the piece, that decoding is exactly percent-decoding.
+        # A '%' not followed by two hex digits makes it fail: the general decoder keeps those.
+        with contextlib.suppress(ValueError):
+            decoded: bytes = codecs.escape_decode(raw.replace(b"%", b"\\x"))[0]
+            return decoded
+    return unquote_to_bytes(raw)
 
 
 async def read_body(stream: AsyncIterator[bytes], declared: int | None, limit: int) -> bytes:

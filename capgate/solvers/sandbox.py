@@ -41,7 +41,7 @@ from capgate.protocol.answers import (
     TokenAnswer,
 )
 from capgate.protocol.codes import CODES, C, Endpoint
-from capgate.protocol.methods import BY_NAME
+from capgate.protocol.methods import BY_NAME, IMAGE_PARAMS
 from capgate.store.base import Store
 from capgate.store.models import Pool, Task
 
@@ -66,7 +66,11 @@ class Directives:
 
 def directives(params: Mapping[str, str]) -> Directives:
     found: dict[str, object] = {}
-    for value in params.values():
+    # Images never carry directives, and the substring test comes first: a regex scan is slow on
+    # long values, and in.php reads the directives of every sandbox submit.
+    for name, value in params.items():
+        if name in IMAGE_PARAMS or "sandbox-" not in value:
+            continue
         for match in _DIRECTIVE.finditer(value):
             word, slow, error, answer = match.groups()
             if word == "unsolvable":
