@@ -481,14 +481,14 @@ async def test_fail_gives_back_or_settles(store: Store) -> None:
     assert task is not None and task.state is TaskState.UNSOLVABLE
 
 
-def fake_solve(task: Task, blobs: dict[str, bytes]) -> tuple[dict[str, object] | None, str | None]:
+def fake_solve(task: Task) -> tuple[dict[str, object] | None, str | None]:
     """A pure solver, as the sandbox's: its answer shows what it was given."""
     fingerprint = task.params.get("fp", "")
     if fingerprint.startswith("bad"):
         return None, C.PROXY_CONNECTION_FAILED
     if fingerprint.startswith("nocode"):
         return None, None
-    return {"text": f"{fingerprint}:{len(blobs.get('body', b''))}"}, None
+    return {"text": f"{fingerprint}:{task.fingerprint}"}, None
 
 
 async def test_settle_due(store: Store) -> None:
@@ -506,7 +506,7 @@ async def test_settle_due(store: Store) -> None:
     assert sorted(await store.settle_due(Pool.SANDBOX.value, now, 10, fake_solve)) == sorted([good, bad, nocode])
     tasks = await store.get_tasks(acc.id, [good, bad, nocode, later, leased, main, overdue])
     assert (tasks[good].state, tasks[good].answer, tasks[good].confidence, tasks[good].settled_at,
-            tasks[good].attempts) == (TaskState.SOLVED, {"text": "good:123"}, 1.0, now, 1)
+            tasks[good].attempts) == (TaskState.SOLVED, {"text": "good:good"}, 1.0, now, 1)
     assert (tasks[bad].state, tasks[bad].error, tasks[bad].settled_at) == (
         TaskState.UNSOLVABLE, C.PROXY_CONNECTION_FAILED, now)
     assert (tasks[nocode].state, tasks[nocode].error) == (TaskState.UNSOLVABLE, C.CAPTCHA_UNSOLVABLE)

@@ -46,7 +46,8 @@ def task(method: str, params: dict[str, str]) -> Task:
     return Task(id=12345678901, account_id=1, method=method, params=params, state=TaskState.PENDING,
                 pool=Pool.SANDBOX, price=0, created_at=1_700_000_000.0, deadline_at=1_700_000_300.0,
                 not_before=0.0, answer=None, error=None, settled_at=None, report=None, attempts=1,
-                lease_owner=None, lease_until=None, confidence=None, pingback=None)
+                lease_owner=None, lease_until=None, confidence=None, pingback=None,
+                fingerprint=json.dumps([method, params, "image"], sort_keys=True))
 
 
 def test_directives() -> None:
@@ -67,11 +68,11 @@ def test_directives() -> None:
                                     "hcaptcha", "friendly_captcha", "funcaptcha"])
 def test_every_method_gets_a_deterministic_answer(method: str) -> None:
     params = {"sitekey": "k", "pageurl": PAGEURL, "challenge": "c", "captcha_id": "cid"}
-    first, error = sandbox.solve(task(method, params), {"body": b"image"})
+    first, error = sandbox.solve(task(method, params))
     assert error is None and first is not None
-    again, _ = sandbox.solve(task(method, dict(params)), {"body": b"image"})
+    again, _ = sandbox.solve(task(method, dict(params)))
     assert again == first
-    other, _ = sandbox.solve(task(method, {**params, "sitekey": "k2"}), {"body": b"image"})
+    other, _ = sandbox.solve(task(method, {**params, "sitekey": "k2"}))
     assert other != first
 
 
@@ -84,7 +85,7 @@ def test_every_method_gets_a_deterministic_answer(method: str) -> None:
 ])
 def test_text_options_in_every_accepted_spelling(params: dict[str, str], pattern: str) -> None:
     """in.php accepts true/false and padded numbers for the image options: the sandbox must too."""
-    answer, error = sandbox.solve(task("normal", params), {"body": b"image"})
+    answer, error = sandbox.solve(task("normal", params))
     assert error is None and answer is not None
     assert re.fullmatch(pattern, str(answer["request"])), answer
 
@@ -94,7 +95,7 @@ def test_text_options_in_every_accepted_spelling(params: dict[str, str], pattern
                                     {"recaptcharows": "-3", "recaptchacols": "3"},
                                     {"recaptcharows": "0", "recaptchacols": "0"}])
 def test_grid_with_odd_sizes_still_answers(params: dict[str, str]) -> None:
-    answer, error = sandbox.solve(task("grid", {"recaptcha": "1", **params}), {"body": b"image"})
+    answer, error = sandbox.solve(task("grid", {"recaptcha": "1", **params}))
     assert error is None and answer is not None
     assert all(cell >= 1 for cell in json.loads(str(answer["request"])))
 

@@ -88,15 +88,6 @@ def directives(params: Mapping[str, str]) -> Directives:
     return Directives(**found)  # type: ignore[arg-type]
 
 
-def _digest(task: Task, blobs: Mapping[str, bytes]) -> str:
-    h = hashlib.sha256(task.method.encode())
-    for name in sorted(task.params):
-        h.update(f"{name}={task.params[name]}\x00".encode())
-    for name in sorted(blobs):
-        h.update(hashlib.sha256(blobs[name]).digest())
-    return h.hexdigest()
-
-
 def _option(params: Mapping[str, str], name: str) -> int:
     """A numeric option as in.php accepts it (``" 4"``, ``"true"``); anything else counts as unset, so
     an odd value never stops the sandbox from answering."""
@@ -160,15 +151,17 @@ _BUILDERS: dict[AnswerKind, Callable[[Task, str, Directives], Answer]] = {
 }
 
 
-def solve(task: Task, blobs: Mapping[str, bytes]) -> tuple[dict[str, object] | None, str | None]:
-    """``(answer json fields, None)`` or ``(None, error code)``."""
+def solve(task: Task) -> tuple[dict[str, object] | None, str | None]:
+    """``(answer json fields, None)`` or ``(None, error code)``. Answers derive from the task's
+    fingerprint (method, parameters and images), so the same task always gets the same answer."""
     found = directives(task.params)
     if found.unsolvable:
         return None, C.CAPTCHA_UNSOLVABLE
     if found.settle_error:
         return None, found.settle_error
     kind = BY_NAME[task.method].answer
-    result = _BUILDERS[kind](task, _digest(task, blobs), found)
+    digest = hashlib.sha256(task.fingerprint.encode()).hexdigest()  # hex of a fixed length, whatever was stored
+    result = _BUILDERS[kind](task, digest, found)
     return answers.encode_json(result, kind), None
 
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from capgate.store.models import Account, LedgerEntry, NewTask, Task, TaskOutcome, WorkerToken
 
-# A task and its images -> (answer's json fields, None) or (None, error code).
-Solve = Callable[[Task, dict[str, bytes]], tuple[dict[str, object] | None, str | None]]
+# A task -> (answer's json fields, None) or (None, error code). No images: a solver this fast and
+# pure (the sandbox) answers from the task's fingerprint, and reading every image would be most of
+# the cost of settling.
+Solve = Callable[[Task], tuple[dict[str, object] | None, str | None]]
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,7 @@ class Task:
     confidence: float | None
     pingback: str | None
     pingback_attempts: int = 0
+    fingerprint: str = ""  # as NewTask.fingerprint: the identity of what was submitted
 
     def effective_state(self, now: float, retention_s: float) -> TaskState:
         return effective_state(self.state, self.created_at, self.deadline_at, self.settled_at, now, retention_s)
@@ -149,7 +150,7 @@ class Task:
             error=row["error"], settled_at=row["settled_at"], report=row["report"],
             attempts=int(row["attempts"]), lease_owner=row["lease_owner"], lease_until=row["lease_until"],
             confidence=row["confidence"], pingback=row["pingback"],
-            pingback_attempts=int(row["pingback_attempts"]),
+            pingback_attempts=int(row["pingback_attempts"]), fingerprint=row["fingerprint"],
         )
 
 

@@ -336,14 +336,9 @@ class PostgresStore(Store):
             tasks = [Task.from_row(r) for r in await cur.fetchall()]
             if not tasks:
                 return []
-            cur = await conn.execute("SELECT task_id, name, data FROM task_blobs WHERE task_id = ANY(%s)",
-                                     ([t.id for t in tasks],))
-            images: dict[int, dict[str, bytes]] = {}
-            for r in await cur.fetchall():
-                images.setdefault(int(r["task_id"]), {})[r["name"]] = bytes(r["data"])
             charges: list[Task] = []
             for task in tasks:
-                answer, error = solve(task, images.get(task.id, {}))
+                answer, error = solve(task)
                 if answer is not None:
                     await conn.execute(
                         "UPDATE tasks SET state = 'solved', answer = %s, confidence = 1.0, settled_at = %s,"

@@ -363,9 +363,7 @@ class SQLiteStore(Store):
             settled = []
             for row in rows:
                 task = Task.from_row(row)
-                blobs = {r["name"]: bytes(r["data"]) for r in conn.execute(
-                    "SELECT name, data FROM task_blobs WHERE task_id = ?", (task.id,))}
-                answer, error = solve(task, blobs)
+                answer, error = solve(task)
                 if answer is not None:
                     conn.execute("UPDATE tasks SET state = 'solved', answer = ?, confidence = 1.0, settled_at = ?,"
                                  " attempts = attempts + 1 WHERE id = ?",
