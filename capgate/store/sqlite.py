@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from capgate.protocol.codes import C
 from capgate.store.base import ReportPolicy, Solve, Store, SubmitLimits, SubmitOutcome
+from capgate.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from capgate.store.ids import new_task_id
 from capgate.store.models import (
     Account,
@@ -49,6 +50,7 @@ class SQLiteStore(Store):
         self._queue: collections.deque[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any],
                                              asyncio.AbstractEventLoop]] = collections.deque()
         self._drain_scheduled = False
+        self._checkpointer = Checkpointer(self._connect)
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -65,10 +67,13 @@ class SQLiteStore(Store):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capgate-sqlite-writer")
         self._writer = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
         await self._run(self._migrate)
         self._reader = self._connect()
+        self._checkpointer.start()
 
     async def close(self) -> None:
+        self._checkpointer.stop()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
