@@ -226,8 +226,14 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> SubmitOutcome:
             # The running counts include tasks past their deadline that the sweeper has not settled
             # yet (at most a second's worth); only when they say "full" is the exact count taken.
-            row = conn.execute("SELECT balance, pending_count, pending_reserved FROM accounts WHERE id = ?",
-                               (account.id,)).fetchone()
+            # One statement for the account's counts, the service's count and the duplicate check:
+            # this runs for every submit on the writer thread, which holds the GIL between steps.
+            row = conn.execute(
+                "SELECT balance, pending_count, pending_reserved,"
+                " (SELECT value FROM counters WHERE name = 'pending') AS queued,"
+                " EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_account_pending WHERE account_id = accounts.id"
+                "         AND fingerprint = ? AND state = 'pending' AND deadline_at > ?) AS duplicate"
+                " FROM accounts WHERE id = ?", (task.fingerprint, now, account.id)).fetchone()
             count, reserved = row["pending_count"], row["pending_reserved"]
             short = task.price > 0 and row["balance"] - reserved < task.price
             if count >= account.threads or short:
@@ -239,12 +245,9 @@ class SQLiteStore(Store):
                 return SubmitOutcome(code=limits.thread_cap_code)
             if task.price > 0 and row["balance"] - reserved < task.price:
                 return SubmitOutcome(code=C.ZERO_BALANCE)
-            duplicate = conn.execute(
-                "SELECT 1 FROM tasks INDEXED BY tasks_account_pending WHERE account_id = ? AND fingerprint = ?"
-                " AND state = 'pending' AND deadline_at > ? LIMIT 1", (account.id, task.fingerprint, now)).fetchone()
-            if duplicate:
+            if row["duplicate"]:
                 return SubmitOutcome(code=C.BAD_DUPLICATES)
-            queued = conn.execute("SELECT value FROM counters WHERE name = 'pending'").fetchone()["value"]
+            queued = row["queued"]
             if queued >= limits.max_pending:
                 queued = conn.execute("SELECT COUNT(*) AS n FROM tasks WHERE state = 'pending'"
                                       " AND deadline_at > ?", (now,)).fetchone()["n"]
