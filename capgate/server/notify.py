@@ -7,8 +7,9 @@ the database is seen on the next re-check, a fraction of a second later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Iterable
+
+from capgate.waiting import wait_event
 
 RECHECK_S = 0.25
 
@@ -30,9 +31,7 @@ class SettleHub:
         event = asyncio.Event()
         self._queue_waiters.add(event)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
+            await wait_event(event, timeout)
         finally:
             self._queue_waiters.discard(event)
 
@@ -56,8 +55,7 @@ class SettleHub:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(RECHECK_S, remaining))
+                await wait_event(event, min(RECHECK_S, remaining))
                 event.clear()
         finally:
             for task_id in ids:

@@ -9,7 +9,6 @@ private ones, so the service can't be aimed at its own network.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import random
@@ -27,6 +26,7 @@ from capgate.protocol.wire import Outcome, Parsed
 from capgate.settings import Settings
 from capgate.store.base import Store
 from capgate.store.models import Task, TaskState
+from capgate.waiting import wait_event
 
 log = logging.getLogger("capgate.pingback")
 HOLD_S = 60.0  # a claimed delivery is not taken by another sender for this long
@@ -124,8 +124,7 @@ class PingbackSender:
                 if len(due) == BATCH:
                     continue
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_S)
+                await wait_event(self._wake, IDLE_S)
 
     async def _deliver(self, http: httpx.AsyncClient, task: Task) -> None:
         try:

@@ -20,7 +20,6 @@ Magic inputs (put them in any parameter: ``pageurl``, ``sitekey``, ``textinstruc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import heapq
 import logging
@@ -44,6 +43,7 @@ from capgate.protocol.codes import CODES, C, Endpoint
 from capgate.protocol.methods import BY_NAME, IMAGE_PARAMS
 from capgate.store.base import Store
 from capgate.store.models import Pool, Task
+from capgate.waiting import wait_event
 
 log = logging.getLogger("capgate.sandbox")
 
@@ -197,8 +197,7 @@ class SandboxWorker:
                 continue  # something fell due since the claim: claim again before sleeping
             wait = idle_s if not self._due else min(idle_s, self._due[0] - now)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await wait_event(self._wake, wait)
 
     async def step(self) -> bool:
         """Settle every due sandbox task in one transaction: a burst of submits can't starve it."""

@@ -1,0 +1,21 @@
+"""Waiting for an asyncio.Event with a time limit, in a way a cancel always ends.
+
+``asyncio.wait_for(event.wait(), t)`` on Python 3.11 swallows a cancel that arrives as the event is
+set (the inner wait finishes, so ``wait_for`` returns its result): a background loop that sleeps
+this way can then never be stopped, and the server hung on shutdown once the sandbox worker woke
+the pingback sender at the wrong moment. ``asyncio.timeout`` tells the two apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """True once ``event`` is set, False after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(max(timeout, 0.0)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
