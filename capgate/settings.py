@@ -7,6 +7,7 @@ command line (``capgate serve --help``) overrides the environment.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -15,6 +16,7 @@ from typing import Any
 from capgate.paths import database_url
 from capgate.protocol.codes import C
 from capgate.protocol.methods import BY_NAME
+from capgate.store.models import usd_to_micros
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,14 @@ class Settings:
     def price_of(self, method: str) -> Decimal:
         overrides = parse_prices(self.prices)
         return overrides.get(method, BY_NAME[method].price if method in BY_NAME else Decimal(0))
+
+    def price_micros(self, method: str) -> int:
+        """:meth:`price_of` in micro-dollars, worked out once per settings (asked on every submit)."""
+        return self._price_micros.get(method, 0)
+
+    @functools.cached_property
+    def _price_micros(self) -> dict[str, int]:
+        return {name: usd_to_micros(self.price_of(name)) for name in BY_NAME}
 
 
 def parse_prices(text: str) -> dict[str, Decimal]:

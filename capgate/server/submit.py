@@ -11,7 +11,7 @@ from capgate.protocol.methods import Category, Method
 from capgate.server.images import ImageLimits, ImageRejected, check_extension, check_image, decode_base64
 from capgate.server.params import RequestParams
 from capgate.settings import Settings
-from capgate.store.models import NewTask, Pool, usd_to_micros
+from capgate.store.models import NewTask, Pool
 
 # Parameters about the call, not the task: never stored, never part of the duplicate check.
 TRANSPORT_PARAMS = frozenset({"key", "method", "json", "header_acao", "soft_id", "pingback", "file",
@@ -96,7 +96,7 @@ def build_task(request: RequestParams, settings: Settings, sandbox: bool,
     deadline = settings.image_deadline if method.deadline <= 90 else settings.token_deadline
     return NewTask(
         method=method.name, params=params, blobs=blobs, fingerprint=_fingerprint(method, params, blobs),
-        price=usd_to_micros(settings.price_of(method.name)), deadline_s=deadline,
+        price=settings.price_micros(method.name), deadline_s=deadline,
         pool=Pool.SANDBOX if sandbox else Pool.MAIN, not_before=not_before,
         pingback=canonical.get("pingback") or None,
     )
