@@ -49,6 +49,13 @@ class Settings:
     ban_window: float = 60.0
     ban_duration: float = 300.0
 
+    # §6 MAX_USER_TURN: a key making more than submit_turns in.php calls within turn_window seconds
+    # is refused for turn_block seconds (2captcha: 60 in 3 s, 10 s). 0 turns it off, the default:
+    # a self-hosted service's clients are its owner's.
+    submit_turns: int = 0
+    turn_window: float = 3.0
+    turn_block: float = 10.0
+
     # Sandbox worker.
     sandbox_delay: float = 1.0
 

@@ -3,6 +3,7 @@
 * ``strict``: IP ban after 3 wrong keys for 3 s, 2 s token deadline, 2 s retention, 64 KiB body limit,
   thread cap answered with ERROR_NO_SLOT_AVAILABLE.
 * ``priced``: normal=0.5 USD, turnstile=0.25 USD: charges, refunds, the ledger.
+* ``turns``: MAX_USER_TURN after 3 submits by one key within 30 s, blocked for 2 s.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def priced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"CAPGATE_OCR": "0", "CAPGATE_PRICES": "normal=0.5,turnstile=0.25"}
     with start_server(tmp_path_factory.mktemp("priced"), env=env) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def turns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"CAPGATE_OCR": "0", "CAPGATE_SUBMIT_TURNS": "3", "CAPGATE_TURN_WINDOW": "30", "CAPGATE_TURN_BLOCK": "2"}
+    with start_server(tmp_path_factory.mktemp("turns"), env=env) as proc:
         yield proc
 
 
@@ -139,6 +147,23 @@ def test_results_expire_after_retention(strict: ServerProcess, http: httpx.Clien
             expect_error(api.get(task_id, mode, action="get2"), "ERROR_WRONG_CAPTCHA_ID", mode)
         expect(api.res({"action": "get", "ids": f"{solved},{unsolvable}"}, mode),
                bare_body("ERROR_WRONG_CAPTCHA_ID|ERROR_WRONG_CAPTCHA_ID", mode), mode)
+
+
+# ------------------------------------------------------------------------------------------ MAX_USER_TURN
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_too_many_submits_block_the_key_for_a_while(turns: ServerProcess, http: httpx.Client, mode: Mode) -> None:
+    api = Api(http, turns.base_url, make_key(turns.db, sandbox=True))
+    for _ in range(3):
+        api.submit_id({**TOKEN, "n": nonce()})
+    expect_error(api.submit({**TOKEN, "n": nonce()}, mode), "MAX_USER_TURN", mode)
+    expect_error(api.submit({**TOKEN, "n": nonce()}, mode), "MAX_USER_TURN", mode)  # blocked, not counted
+    expect(api.res({"action": "getbalance"}, mode), bare_body("0.00", mode), mode)  # res.php is not limited
+    other = Api(http, turns.base_url, make_key(turns.db, sandbox=True))  # the limit is per key
+    other.submit_id({**TOKEN, "n": nonce()})
+    time.sleep(2.2)  # CAPGATE_TURN_BLOCK=2
+    api.submit_id({**TOKEN, "n": nonce()})
 
 
 # ------------------------------------------------------------------------------------------ IP ban

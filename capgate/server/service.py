@@ -22,6 +22,7 @@ from capgate.server.memo import Memo
 from capgate.server.notify import SettleHub
 from capgate.server.params import RequestParams
 from capgate.server.submit import Rejected, build_task
+from capgate.server.turns import SubmitTurns
 from capgate.settings import Settings
 from capgate.solvers import sandbox
 from capgate.store.base import ReportPolicy, Store, SubmitLimits
@@ -43,6 +44,7 @@ class Service:
         self.sandbox: sandbox.SandboxWorker | None = None
         self.builtin_methods: set[str] = set()  # served by in-process workers (OCR)
         self._presence: tuple[float, set[str]] = (0.0, set())
+        self._turns = SubmitTurns(settings.submit_turns, settings.turn_window, settings.turn_block)
         self._unbanned: Memo[str, bool] = Memo(AUTH_MEMO_S)
         self._accounts: Memo[str, Account] = Memo(AUTH_MEMO_S)
         self._pending_outcomes: Memo[int, tuple[int, TaskOutcome]] = Memo(OUTCOME_MEMO_S)
@@ -97,6 +99,8 @@ class Service:
             return wire.code(exc.code)
 
     async def _submit(self, account: Account, request: RequestParams, now: float) -> Reply:
+        if not self._turns.allow(account.id, now):
+            raise Rejected(C.MAX_USER_TURN)
         directives = sandbox.directives(request.values) if account.sandbox else None
         delay = self.settings.sandbox_delay
         if directives is not None:
