@@ -345,3 +345,34 @@ def test_ledger_always_matches_balance(tmp_path: Path, ops: list[tuple[str, int]
         finally:
             await store.close()
     asyncio.run(run())
+
+
+async def test_a_database_of_an_older_version_is_migrated_with_its_tasks(tmp_path: Path) -> None:
+    """Tasks written under schema version 3 stay findable through the partial indexes of version 4."""
+    from capgate.store.schema import SQLITE_MIGRATIONS
+
+    path = tmp_path / "old.db"
+    old = SQLiteStore(path)
+    await old.open()
+    acc = await account(old, threads=10)
+    now = time.time()
+    pending = (await old.submit(acc, new_task(fingerprint="p"), now, LIMITS)).task_id
+    await old.close()
+    with sqlite3.connect(path) as conn:  # wind the file back to version 3, as an older capgate left it
+        conn.execute("DELETE FROM schema_version WHERE version > 3")
+        for name in ("tasks_account_pending", "tasks_queue", "tasks_due", "tasks_settled"):
+            conn.execute(f"DROP INDEX {name}")
+        for statement in SQLITE_MIGRATIONS[0].split(";") + SQLITE_MIGRATIONS[2].split(";"):
+            if "CREATE INDEX tasks_" in statement and "pingback" not in statement:
+                conn.execute(statement)
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await store.submit(acc, new_task(fingerprint="p"), now, LIMITS)).code == C.BAD_DUPLICATES
+        assert await store.working_threads(acc.id, now) == 1
+        assert await store.settle_due(Pool.SANDBOX.value, now + 5, 10, lambda task: ({"text": "x"}, None)) \
+            == [pending]
+        version = store._read_one("SELECT MAX(version) AS v FROM schema_version")
+        assert version is not None and version["v"] == len(SQLITE_MIGRATIONS)
+    finally:
+        await store.close()

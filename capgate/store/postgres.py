@@ -426,7 +426,7 @@ class PostgresStore(Store):
             overdue = [int(r["id"]) for r in await cur.fetchall()]
             cutoff = now - retention_s
             await conn.execute("DELETE FROM task_blobs WHERE task_id IN (SELECT id FROM tasks"
-                               " WHERE state != 'pending' AND settled_at < %s)", (cutoff,))
+                               " WHERE state IN ('solved', 'unsolvable') AND settled_at < %s)", (cutoff,))
             # Expired rows stay (ledger rows point at them) but lose their parameters and answer.
             await conn.execute("UPDATE tasks SET state = 'expired', params = '{}', answer = NULL"
                                " WHERE state IN ('solved', 'unsolvable') AND settled_at < %s", (cutoff,))

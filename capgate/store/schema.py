@@ -2,6 +2,11 @@
 
 Version 3 keeps running counts of pending tasks (per account, and service-wide) in triggers, so a
 submit checks the thread cap and the queue cap in O(1) instead of counting every pending task.
+
+Version 4 makes the task indexes partial: the queue indexes hold pending tasks only, the retention
+index only tasks waiting to expire. A submit and a settle then touch fewer index entries (a fifth
+less of the writer's time per sandbox task, measured), and the sweeper's retention pass no longer
+walks every task ever expired.
 """
 
 from __future__ import annotations
@@ -109,5 +114,15 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         UPDATE counters SET value = value - 1 WHERE name = 'pending';
     END;
     CREATE INDEX tasks_due ON tasks (state, pool, not_before, created_at);
+    """,
+    """
+    DROP INDEX tasks_account_pending;
+    CREATE INDEX tasks_account_pending ON tasks (account_id, fingerprint) WHERE state = 'pending';
+    DROP INDEX tasks_queue;
+    CREATE INDEX tasks_queue ON tasks (pool, method, not_before) WHERE state = 'pending';
+    DROP INDEX tasks_due;
+    CREATE INDEX tasks_due ON tasks (pool, not_before, created_at) WHERE state = 'pending';
+    DROP INDEX tasks_settled;
+    CREATE INDEX tasks_settled ON tasks (settled_at) WHERE state IN ('solved', 'unsolvable');
     """,
 )

@@ -439,7 +439,7 @@ class SQLiteStore(Store):
                 (C.CAPTCHA_UNSOLVABLE, now, now, now, max_attempts, now)).fetchall()
             cutoff = now - retention_s
             conn.execute("DELETE FROM task_blobs WHERE task_id IN (SELECT id FROM tasks"
-                         " WHERE state != 'pending' AND settled_at < ?)", (cutoff,))
+                         " WHERE state IN ('solved', 'unsolvable') AND settled_at < ?)", (cutoff,))
             # Expired rows stay (ledger rows point at them) but lose their parameters and answer.
             conn.execute("UPDATE tasks SET state = 'expired', params = '{}', answer = NULL"
                          " WHERE state IN ('solved', 'unsolvable') AND settled_at < ?", (cutoff,))
