@@ -109,6 +109,7 @@ class Load:
     sample: str = ""  # one unexpected body
     backlog: int | None = None  # submits: the key's tasks still pending right after the load
     cpu_us: float | None = None  # the server's CPU time (all threads) per request
+    loop_cpu_us: float | None = None  # of which its main (event-loop) thread's
     bare_rps: float = 0.0  # the bare endpoint, measured just before (the ratio's denominator)
     bare_p99_ms: float = 0.0
     bare_cpu_us: float | None = None
@@ -347,18 +348,22 @@ def _measure(server: Process, scenario: Scenario, opts: Options, workdir: Path, 
 
     if opts.warmup > 0:
         once(opts.warmup, f"r{run}w")
-    before = _cpu_seconds(server.pid)
+    before, loop_before = _cpu_seconds(server.pid), _cpu_seconds(server.pid, main_thread=True)
     load = once(opts.duration, f"r{run}m")
-    after = _cpu_seconds(server.pid)
+    after, loop_after = _cpu_seconds(server.pid), _cpu_seconds(server.pid, main_thread=True)
     if before is not None and after is not None and load.requests:
         load.cpu_us = (after - before) / load.requests * 1e6
+    if loop_before is not None and loop_after is not None and load.requests:
+        load.loop_cpu_us = (loop_after - loop_before) / load.requests * 1e6
     return load
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process and all its threads (Linux), or ``None``."""
+def _cpu_seconds(pid: int, main_thread: bool = False) -> float | None:
+    """User + system CPU time of a process and all its threads, or of its main thread alone (the
+    event loop's, which the GIL makes the limit), or ``None`` (not Linux)."""
+    path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -483,6 +488,7 @@ class Row:
     bad: int
     backlog: int | None = None  # submits: median of the tasks still pending after the load
     cpu_us: float | None = None  # median server CPU µs per request
+    loop_cpu_us: float | None = None  # median of its event-loop thread's share
     cpu_ratio: float | None = None  # median of (bare CPU µs per request ÷ this one's), same pairs
     runs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -512,6 +518,8 @@ def summarise(runs: Sequence[dict[str, Load]], titles: dict[str, str]) -> list[R
             backlog=round(statistics.median(backlogs)) if (backlogs := [x.backlog for x in loads
                                                                         if x.backlog is not None]) else None,
             cpu_us=statistics.median(cpus) if cpus else None,
+            loop_cpu_us=statistics.median(loops) if (loops := [x.loop_cpu_us for x in loads
+                                                                if x.loop_cpu_us]) else None,
             cpu_ratio=statistics.median(cpu_ratios) if cpu_ratios and name != "bare" else None,
             runs=[asdict(x) for x in loads]))
     return rows
@@ -519,8 +527,8 @@ def summarise(runs: Sequence[dict[str, Load]], titles: dict[str, str]) -> list[R
 
 def table(rows: Sequence[Row]) -> str:
     lines = ["| scenario | req/s | p99 ms | × bare req/s | × bare p99 | target | server CPU µs/req "
-             "| × bare CPU/req | errors + non-OK | pending after |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "| of which loop thread | × bare CPU/req | errors + non-OK | pending after |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
 
     def num(value: float | None, spec: str, missing: str = "") -> str:
         return missing if value is None else format(value, spec)
@@ -529,7 +537,8 @@ def table(rows: Sequence[Row]) -> str:
         target = "" if row.target is None else f"≥ {row.target:g}× " + ("met" if row.met else "**missed**")
         lines.append(" | ".join([
             f"| {row.name} ({row.title})", f"{row.rps:,.0f}", f"{row.p99_ms:.2f}", num(row.ratio, ".2f", "1"),
-            num(row.p99_ratio, ".2f", "1"), target, num(row.cpu_us, ",.0f"), num(row.cpu_ratio, ".2f", "1"),
+            num(row.p99_ratio, ".2f", "1"), target, num(row.cpu_us, ",.0f"), num(row.loop_cpu_us, ",.0f"),
+            num(row.cpu_ratio, ".2f", "1"),
             str(row.errors + row.bad), num(row.backlog, ","),
         ]) + " |")
     return "\n".join(lines)
