@@ -19,7 +19,7 @@ from PIL import Image
 
 from capgate.solvers.ocr.profile import Fingerprint, InputSpec, load_profile, model_path, save_profile
 from capgate.training import INSTALL_HINT, TrainingUnavailable
-from capgate.training.augment import as_grayscale, augment
+from capgate.training.augment import as_grayscale, augment, is_binary
 from capgate.training.command import register
 from capgate.training.data import (
     DataError,
@@ -137,6 +137,34 @@ def test_augment_keeps_size_and_grayscale() -> None:
     assert image.mode == "L" and image.size == (80, 25) and np.asarray(image).min() == 255
     out = augment(image, random.Random(0))
     assert out.mode == "L" and out.size == (80, 25)
+
+
+def test_augment_keeps_one_bit_images_black_and_white() -> None:
+    """A 1-bit family never shows grey, so its augmented copies don't either; others still get grey."""
+    image = Image.new("1", (80, 25), 1)
+    image.paste(0, (20, 6, 60, 19))
+    gray = as_grayscale(image)
+    assert is_binary(gray)
+    rng = random.Random(0)
+    for _ in range(20):
+        out = np.asarray(augment(gray, rng))
+        assert set(np.unique(out).tolist()) == {0, 255}
+    soft = Image.fromarray(np.where(np.asarray(gray) < 128, 60, 200).astype(np.uint8), mode="L")
+    assert not is_binary(soft)
+    assert any(len(np.unique(np.asarray(augment(soft, rng)))) > 2 for _ in range(5))
+
+
+@needs_torch
+def test_held_out_ties_go_to_the_later_model() -> None:
+    """A saturated held-out set must not freeze the choice on an early, barely trained epoch."""
+    from capgate.training.trainer import _cosine, _Scored
+
+    early = _Scored(accuracy=1.0, loss=0.0012)
+    assert _Scored(1.0, 0.0015).better_than(early)  # tie, loss about the same: the later one
+    assert not _Scored(1.0, 0.05).better_than(early)  # tie, clearly less sure: kept the earlier
+    assert _Scored(1.0, 0.5).better_than(_Scored(0.98, 0.001))
+    assert not _Scored(0.98, 0.001).better_than(_Scored(1.0, 0.5))
+    assert _cosine(0.0) == 0.0 and _cosine(0.05) == pytest.approx(1.0, abs=0.01) and _cosine(1.0) == 0.0
 
 
 def test_ctc_greedy_merges_repeats_and_drops_blanks() -> None:
@@ -282,7 +310,9 @@ def test_fine_tune_beats_generic_model(
     with (folder / "labels.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([("filename", "label"), *train_rows])
 
-    argv = ["train", str(folder), "--profile", "kaggle", "--no-distill", "--time-budget", "60", "--seed", "1"]
+    # Six epochs, annealed: the time budget alone would keep it fine-tuning for the whole minute.
+    argv = ["train", str(folder), "--profile", "kaggle", "--no-distill", "--time-budget", "60", "--epochs", "6"]
+    argv += ["--seed", "1"]
     assert _run(argv) == 0
     assert "saved profile 'kaggle'" in capsys.readouterr().out
 
@@ -323,4 +353,5 @@ def test_distillation_path_produces_both_candidates() -> None:
     assert result.onnx_bytes == result.candidates[metrics["shipped"]][0]
     assert {"teacher", "labelling", "student", "export"} <= set(events)
     assert metrics["unlabelled_images"] == 16 and metrics["holdout_images"] == 8
+    assert metrics["agreement_images"] == 0  # every unlabelled image went to the student
     assert 0.0 <= metrics["student_check_accuracy"] <= 1.0

@@ -3,7 +3,10 @@
 same resize and scaling.
 
 The distortions stay mild: a few hundred labels are enough for a pretrained model, and the aim is to
-keep it from learning each image's noise by heart, not to invent new captcha styles.
+keep it from learning each image's noise by heart, not to invent new captcha styles. A family whose
+images are pure black and white (1-bit captchas) stays pure black and white: blur, grey noise and
+contrast changes are things it never shows, while a random threshold after the geometric distortion
+thickens or thins its strokes, which it does show.
 """
 
 from __future__ import annotations
@@ -33,8 +36,19 @@ def _background(image: Image.Image) -> int:
     return int(np.median(border))
 
 
-def augment(image: Image.Image, rng: random.Random) -> Image.Image:
-    """A randomly distorted copy of a grayscale (``"L"``) image of the same size."""
+def is_binary(image: Image.Image) -> bool:
+    """Whether a grayscale image holds only pure black and pure white pixels."""
+    pixels = np.asarray(image)
+    return bool(np.isin(pixels, (0, 255)).all())
+
+
+def augment(image: Image.Image, rng: random.Random, binary: bool | None = None) -> Image.Image:
+    """A randomly distorted copy of a grayscale (``"L"``) image of the same size.
+
+    ``binary``: keep the copy black and white; ``None`` decides from the image itself.
+    """
+    if binary is None:
+        binary = is_binary(image)
     width, height = image.size
     fill = _background(image)
 
@@ -54,6 +68,11 @@ def augment(image: Image.Image, rng: random.Random) -> Image.Image:
     out = image.transform(
         image.size, Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR, fillcolor=fill
     )
+    if binary:
+        # Bilinear resampling left grey edges; cutting them at a random level moves every stroke's
+        # edges in or out together.
+        threshold = rng.uniform(115.0, 190.0)
+        return Image.fromarray(np.where(np.asarray(out) < threshold, 0, 255).astype(np.uint8), mode="L")
 
     if rng.random() < 0.3:
         out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0) * max(1.0, height / 50.0)))

@@ -28,7 +28,7 @@ from torch import nn
 
 from capgate.solvers.ocr.preprocess import open_image, to_model_input
 from capgate.solvers.ocr.profile import InputSpec, Profile
-from capgate.training.augment import as_grayscale, augment
+from capgate.training.augment import as_grayscale, augment, is_binary
 from capgate.training.data import (
     Dataset,
     Sample,
@@ -65,11 +65,17 @@ class TrainOptions:
     distill: bool = True
     threads: int = 2
     batch_size: int = 16
-    patience: int = 3  # epochs without held-out improvement before stopping
+    patience: int = 3  # epochs without held-out improvement before stopping, once past half the time
     holdout: int | None = None  # held-out labels; None: a tenth, 10 to 500
     max_unlabelled: int = 3000
     max_pool: int = 6000  # teacher-labelled images the student learns from (~64 kB each)
-    student_tolerance: float = 0.005  # how much held-out accuracy the student may lose
+    # How much accuracy the student may lose against its teacher, on the held-out labels plus the
+    # agreement images. Two points buy a model several times faster (the teacher can't be served in
+    # 5 ms), and the teacher's own misreadings count against the student there: on lzu a student that
+    # read 99.3% of unseen test images disagreed with its 98.3% teacher on 1.3% of agreement images.
+    student_tolerance: float = 0.02
+    agreement_images: int = 300  # unlabelled images the student never sees, read by the teacher
+    teacher_share: float = 0.15  # of the time budget, when a student follows
 
 
 @dataclass(frozen=True)
@@ -133,13 +139,17 @@ class _Scored:
     loss: float
 
     def better_than(self, other: _Scored | None) -> bool:
-        # Accuracy first; on a small held-out set it saturates, and then a clearly lower loss still
-        # means a more confident, better-generalising model.
+        """Whether this (later) score should replace ``other``: accuracy first, then the loss.
+
+        On a small held-out set accuracy saturates. A tie then goes to the later model, trained longer
+        at a lower rate, unless its loss is clearly worse: once nearly every image is read right the
+        loss is tiny, and a few images' confidence moves it by tens of percent either way.
+        """
         if other is None:
             return True
         if self.accuracy != other.accuracy:
             return self.accuracy > other.accuracy
-        return self.loss < min(other.loss * 0.97, other.loss - 0.005)
+        return self.loss <= max(other.loss * 1.5, other.loss + 0.01)
 
 
 def _score(
@@ -176,60 +186,84 @@ class _Budget:
         return time.monotonic() - self.start
 
 
+def _cosine(done: float, warmup: float = 0.05) -> float:
+    """Learning-rate factor at fraction ``done`` of a run: a short warm-up, then a half cosine to zero."""
+    return min(1.0, done / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+
 def _fine_tune(
     train: Sequence[tuple[Image.Image, str]],
     held_inputs: Sequence[NDArray[np.float32]],
     held_labels: Sequence[str],
     alphabet: str,
     case_sensitive: bool,
+    binary: bool,
     options: TrainOptions,
     deadline: float,
     progress: ProgressFn,
 ) -> tuple[GenericRecognizer, dict[str, Any]]:
+    """Fine-tune for the whole time given (or ``options.epochs``), annealing to zero by the end.
+
+    Stopping as soon as the held-out accuracy stalled used to end after ~5 epochs, at a high learning
+    rate: with a few dozen held-out images all read right, nothing told those models apart, and the
+    one chosen varied by 1-2 points on unseen images. Annealing instead settles the weights, and the
+    epoch kept is still chosen on the held-out images, their loss breaking ties in accuracy.
+    """
     index = {ch: i + 1 for i, ch in enumerate(alphabet)}
     model = load_generic(alphabet)
     start_score = _score(model, held_inputs, held_labels, alphabet, index, case_sensitive)
     # The cut-down head is the only part that must move far; the pretrained body needs nudging.
     head = list(model.head.parameters())
     body = [p for name, p in model.named_parameters() if not name.startswith("head.")]
+    peaks = (2e-4, 1e-3)
     optimiser = torch.optim.AdamW(
-        [{"params": body, "lr": 2e-4}, {"params": head, "lr": 1e-3}], weight_decay=1e-4
+        [{"params": body, "lr": peaks[0]}, {"params": head, "lr": peaks[1]}], weight_decay=1e-4
     )
-    # Decaying steadily rather than on a plan: early stopping decides the length, not a schedule.
-    decay = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=0.8)
     rng = random.Random(options.seed)
     best: _Scored | None = None
     best_state: dict[str, torch.Tensor] = {}
-    stale, epoch = 0, 0
+    stale, epoch, step, done = 0, 0, 0, 0.0
     batches = max(1, -(-len(train) // options.batch_size))
+    planned = options.epochs * batches
+    begin = time.monotonic()
+    span = max(1e-9, deadline - begin)
     for epoch in range(1, options.epochs + 1):
         model.train()
         order = list(range(len(train)))
         rng.shuffle(order)
-        running = 0.0
+        running, seen = 0.0, 0
         for b in range(batches):
+            done = max(step / planned, (time.monotonic() - begin) / span)
+            # A big data set may not even finish one epoch in its time; one step there must be, so
+            # that there is a model to choose.
+            if done >= 1.0 and step > 0:
+                break
+            for group, peak in zip(optimiser.param_groups, peaks, strict=True):
+                group["lr"] = peak * _cosine(done)
             chunk = [train[i] for i in order[b * options.batch_size : (b + 1) * options.batch_size]]
             # A few clean images per batch keep the unaugmented distribution in sight.
-            images = [img if rng.random() < 0.15 else augment(img, rng) for img, _ in chunk]
+            images = [img if rng.random() < 0.15 else augment(img, rng, binary) for img, _ in chunk]
             batch = _stack([to_model_input(img, SPEC) for img in images])
             loss = _ctc(model(batch), [label for _, label in chunk], index)
             optimiser.zero_grad()
             torch.autograd.backward(loss)
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimiser.step()
-            running += loss.item()
-            progress(ProgressEvent("teacher", epoch - 1 + (b + 1) / batches, options.epochs, running / (b + 1)))
-            if time.monotonic() >= deadline:
-                break  # a big data set may not even finish one epoch in its time
-        decay.step()
+            step += 1
+            running, seen = running + loss.item(), seen + 1
+            progress(ProgressEvent("teacher", epoch - 1 + (b + 1) / batches, options.epochs, running / seen))
+        if not seen:
+            break
         scored = _score(model, held_inputs, held_labels, alphabet, index, case_sensitive)
-        progress(ProgressEvent("teacher", epoch, options.epochs, running / (b + 1), scored.accuracy))
+        progress(ProgressEvent("teacher", epoch, options.epochs, running / seen, scored.accuracy))
         if scored.better_than(best):
             best, stale = scored, 0
             best_state = copy.deepcopy(model.state_dict())
-        else:
+        elif done >= 0.5:
+            # Only a model that keeps getting worse while the rate is already low is worth leaving
+            # early; at the start a high rate makes the held-out score bounce.
             stale += 1
-        if stale >= options.patience or time.monotonic() >= deadline:
+        if stale >= options.patience:
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -237,6 +271,7 @@ def _fine_tune(
     return model, {
         "generic_holdout_accuracy": round(start_score.accuracy, 5),
         "teacher_epochs": epoch,
+        "teacher_steps": step,
         "teacher_best_loss": round(best.loss, 5),
     }
 
@@ -254,6 +289,7 @@ class _Pool:
 def _teacher_pool(
     teacher: GenericRecognizer,
     sources: Sequence[tuple[Image.Image, str | None]],
+    binary: bool,
     options: TrainOptions,
     deadline: float,
     progress: ProgressFn,
@@ -263,7 +299,8 @@ def _teacher_pool(
     The first round is the images as they are, labelled ones first; later rounds are augmented, until
     the pool is full or the time set aside for it runs out. The teacher's forward pass is the expensive
     part, so each copy is labelled once and reused for every student epoch. The student's copy gets a little extra
-    contrast, brightness and noise, which moves no character, so the teacher's answer stays right.
+    contrast, brightness and noise, which moves no character, so the teacher's answer stays right;
+    not in a 1-bit family, whose served images never vary that way.
     """
     rng = random.Random(options.seed + 1)
     generator = torch.Generator().manual_seed(options.seed)
@@ -277,8 +314,10 @@ def _teacher_pool(
             rng.shuffle(order)
         for start in range(0, len(order), chunk):
             picked = [sources[i] for i in order[start : start + chunk]]
-            batch = _stack([to_model_input(img if round_no == 0 else augment(img, rng), SPEC) for img, _ in picked])
-            seen = _jitter(batch, generator) if round_no > 0 else batch
+            batch = _stack(
+                [to_model_input(img if round_no == 0 else augment(img, rng, binary), SPEC) for img, _ in picked]
+            )
+            seen = _jitter(batch, generator) if round_no > 0 and not binary else batch
             with torch.no_grad():
                 encoded = teacher.encode(batch)
                 out = (teacher.decode(encoded) / DISTIL_TEMPERATURE).softmax(-1)
@@ -330,7 +369,9 @@ def _distil(
 
     1. The new layers learn to read the *teacher's* conv features, cached in the pool, into the
        teacher's frames. A step costs a few small layers' work, so this converges within a minute
-       (on kaggle_v2 it matched the teacher: 99.7% on 300 unseen images).
+       (on kaggle_v2 it matched the teacher: 99.7% on 300 unseen images); it gets a fifth of the
+       time, since the student's accuracy follows how long phase 2 runs (on lzu, students cut short
+       by a longer teacher read 93-95%).
     2. The thinned convs learn to produce the teacher's features (a dense 512-number target per
        frame, far richer than the frames' probabilities) while the whole student keeps copying the
        teacher's frames. Reading the thinned convs' own features instead, frozen, stalled at ~94%.
@@ -377,7 +418,7 @@ def _distil(
                 done = max(step / planned, (time.monotonic() - begin) / max(1e-9, until - begin))
                 if done >= 1.0:
                     break
-                scale = min(1.0, done / 0.05) * 0.5 * (1.0 + math.cos(math.pi * done))
+                scale = _cosine(done)
                 for group, (_, peak) in zip(optimiser.param_groups, groups, strict=True):
                     group["lr"] = peak * scale
                 student.train()
@@ -405,7 +446,7 @@ def _distil(
 
     new = [p for name, p in student.named_parameters() if not name.startswith(CONV_PREFIXES)]
     convs = [p for name, p in student.named_parameters() if name.startswith(CONV_PREFIXES)]
-    phase([(new, 5e-3)], 64, start + total * 0.3, convs=False)
+    phase([(new, 5e-3)], 64, start + total * 0.2, convs=False)
     phase([(convs, 1e-3), (new, 3e-4)], 32, deadline, convs=True)
     if state["best_state"]:
         student.load_state_dict(state["best_state"])
@@ -458,16 +499,26 @@ def _train(
     unlabelled_paths = list(dataset.unlabelled)
     if len(unlabelled_paths) > options.max_unlabelled:
         unlabelled_paths = random.Random(options.seed).sample(unlabelled_paths, options.max_unlabelled)
+    # Whether the student reads as its teacher does on images it never learnt from is a far larger
+    # test than a few dozen held-out labels, which can't tell a point's difference apart.
+    taken = set(unlabelled_paths)
+    spare = [p for p in dataset.unlabelled if p not in taken]
+    spare = random.Random(options.seed + 4).sample(spare, min(len(spare), options.agreement_images))
+    agreement = [_load_gray(p) for p in spare] if options.distill else []
 
-    # The teacher gets about half the time when a student follows: fine-tuning converges within a
-    # few epochs, while the student's labelling and training need the rest.
-    teacher_share = 0.45 if options.distill else 1.0
+    # The teacher gets a small share of the time when a student follows: annealed, a few epochs
+    # already read better than twice as many stopped early (lzu, 500 labels: 100% of 300 unseen
+    # images after 60 s), while the student's accuracy keeps following the time it is given.
+    teacher_share = options.teacher_share if options.distill else 1.0
+    # A family of 1-bit images gets augmented copies that are 1-bit too.
+    binary = all(is_binary(img) for img, _ in train[:50])
     teacher, metrics = _fine_tune(
         train,
         [to_model_input(img, SPEC) for img in held_images],
         held_labels,
         alphabet,
         case_sensitive,
+        binary,
         options,
         budget.start + options.time_budget * teacher_share,
         progress,
@@ -480,16 +531,16 @@ def _train(
     # between them is made on the held-out images as they are, the kind of image the family sends.
     check_rng = random.Random(options.seed + 3)
     originals = list(zip(held_images, held_labels, strict=True))
-    check = originals + [(augment(img, check_rng), label) for _ in range(3) for img, label in originals]
+    check = originals + [(augment(img, check_rng, binary), label) for _ in range(3) for img, label in originals]
 
-    def served(model: nn.Module, spec: InputSpec) -> tuple[bytes, EvalResult, int]:
+    def served(model: nn.Module, spec: InputSpec) -> tuple[bytes, EvalResult, int, list[str]]:
         data = export_onnx(model, spec.channels, spec.height, _width_for(spec, width, height))
         onnx_model = OnnxModel(data, alphabet, spec)
         result = evaluate(onnx_model, [(s.path, s.label) for s in held], case_sensitive)
         correct = sum(same_answer(onnx_model.predict(img), label, case_sensitive) for img, label in check)
-        return data, result, correct
+        return data, result, correct, [onnx_model.predict(img) for img in agreement]
 
-    teacher_bytes, teacher_eval, teacher_check = served(teacher, SPEC)
+    teacher_bytes, teacher_eval, teacher_check, teacher_answers = served(teacher, SPEC)
     metrics.update(
         teacher_check_accuracy=round(teacher_check / len(check), 5),
         teacher_holdout_accuracy=round(teacher_eval.accuracy, 5),
@@ -503,7 +554,8 @@ def _train(
         sources: list[tuple[Image.Image, str | None]] = [(img, label) for img, label in train]
         sources += [(_load_gray(p), None) for p in unlabelled_paths]
         # Labelling gets up to a third of what is left.
-        pool = _teacher_pool(teacher, sources, options, time.monotonic() + budget.left() / 3, progress)
+        pool = _teacher_pool(teacher, sources, binary, options, time.monotonic() + budget.left() / 3, progress)
+        metrics["labelling_seconds"] = round(budget.elapsed() - teacher_seconds, 1)
         student, student_metrics = _distil(
             CompactRecognizer.from_teacher(teacher),
             pool,
@@ -516,16 +568,19 @@ def _train(
             progress,
         )
         metrics.update(student_metrics)
-        student_bytes, student_eval, student_check = served(student, SPEC)
+        student_bytes, student_eval, student_check, student_answers = served(student, SPEC)
+        pairs = zip(student_answers, teacher_answers, strict=True)
+        agreed = sum(same_answer(mine, theirs, case_sensitive) for mine, theirs in pairs)
         candidates["student"] = (student_bytes, SPEC)
         metrics.update(
             student_holdout_accuracy=round(student_eval.accuracy, 5),
             student_p50_ms=round(student_eval.p50_ms, 3),
             student_check_accuracy=round(student_check / len(check), 5),
+            student_agreement=round(agreed / max(1, len(agreement)), 5),
         )
         # Counted in images so that a small held-out set can't round a real loss away.
-        allowed = int(options.student_tolerance * len(held))
-        if student_eval.correct >= teacher_eval.correct - allowed:
+        allowed = int(options.student_tolerance * (len(held) + len(agreement)))
+        if student_eval.correct + agreed >= teacher_eval.correct + len(agreement) - allowed:
             shipped, shipped_bytes, shipped_spec = "student", student_bytes, SPEC
 
     metrics.update(
@@ -534,6 +589,7 @@ def _train(
         train_images=len(train),
         holdout_images=len(held),
         check_images=len(check),
+        agreement_images=len(agreement),
         unlabelled_images=len(unlabelled_paths),
         train_seconds=round(budget.elapsed(), 1),
         seed=options.seed,
