@@ -13,6 +13,7 @@ import io
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -29,6 +30,8 @@ from capgate.solvers.ocr.engine import (
     UnknownProfile,
 )
 from capgate.solvers.ocr.profile import MODEL_FILE, PROFILE_FILE, profile_dir
+
+CLOSE_TIMEOUT_S = 5.0
 
 # --------------------------------------------------------------------------- in the child
 
@@ -181,12 +184,22 @@ class OcrPool:
                 self._started = self._start_all()
                 broken.shutdown(wait=False, cancel_futures=True)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop the processes: the ones still busy after ``timeout_s`` are killed, so a Ctrl-C never
+        waits on a process stuck in a model (seen under load: the worker outlived 30 s)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            processes = list((getattr(self._executor, "_processes", None) or {}).values())
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout_s
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
 
     def __enter__(self) -> OcrPool:
         return self
