@@ -431,6 +431,8 @@ async def stop(worker: asyncio.subprocess.Process, how: signal.Signals = signal.
     try:
         await asyncio.wait_for(worker.wait(), timeout=30)
     except TimeoutError:
+        worker.send_signal(signal.SIGUSR1)  # its stacks go to the log the failing assertion shows
+        await asyncio.sleep(1)
         os.killpg(worker.pid, signal.SIGKILL)
         await worker.wait()
 
