@@ -66,7 +66,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from bench._server import DATA, REPO, Process, start_bare, start_capgate
+from bench._server import DATA, REPO, Process, start_bare, start_capgate, start_floor
 
 RESULTS = REPO / "bench" / "results"
 SANDBOX_DELAY_S = 86_400.0  # tasks without a directive stay pending for the whole run
@@ -80,7 +80,10 @@ SERVER_ENV = {
 THREADS = 1_000_000
 TITLES = {"bare": "bare Starlette constant", "bare_post": "bare, same POST bodies as submit",
           "poll_pending": "res.php get, pending", "poll_solved": "res.php get, solved",
-          "submit": "in.php base64, tasks due at once", "submit_pending": "in.php base64, tasks left pending"}
+          "submit": "in.php base64, tasks due at once", "submit_pending": "in.php base64, tasks left pending",
+          "floor_parse": "floor: body parsed only", "floor_check": "floor: + task validated, not stored",
+          "floor_store": "floor: + stored in SQLite, batched on the loop"}
+FLOOR_MODES = {"floor_parse": "parse", "floor_check": "check", "floor_store": "store"}
 
 
 @dataclass(frozen=True)
@@ -412,6 +415,14 @@ def _prepare(server: Process, images: Sequence[bytes], workdir: Path) -> dict[st
     }
 
 
+def _keyless_bodies(images: Sequence[bytes], workdir: Path) -> Path:
+    """The submit bodies for servers that read no key (bare_post, the floors)."""
+    bodies = workdir / "bodies-keyless.txt"
+    if not bodies.exists():
+        _write_bodies(bodies, "0" * 32, images[2:] or images)
+    return bodies
+
+
 def _backlog(server: Process) -> int:
     """Tasks of the sandbox key still pending (``threadsinfo``'s working threads)."""
     reply = _get(server, f"/res.php?key={server.keys['sandbox']}&action=threadsinfo")
@@ -452,10 +463,8 @@ def one_run(run: int, opts: Options, names: Sequence[str], images: Sequence[byte
 
     with start_bare(workdir) as bare:
         if "bare_post" in names:
-            bodies = workdir / "bodies-bare.txt"
-            _write_bodies(bodies, "0" * 32, images[2:] or images)
-            paired(bare, Scenario("bare_post", TITLES["bare_post"], "POST", "/", "OK|bare", bodies,
-                                  "&textinstructions=bench+"))
+            paired(bare, Scenario("bare_post", TITLES["bare_post"], "POST", "/", "OK|bare",
+                                  _keyless_bodies(images, workdir), "&textinstructions=bench+"))
         for group, members in enumerate(CAPGATE_GROUPS):
             wanted = [name for name in members if name in names]
             if not wanted:
@@ -464,6 +473,11 @@ def one_run(run: int, opts: Options, names: Sequence[str], images: Sequence[byte
                 scenarios = _prepare(capgate, images, workdir)
                 for name in wanted:
                     paired(capgate, scenarios[name], True)
+        for name, mode in FLOOR_MODES.items():
+            if name in names:
+                with start_floor(workdir / f"run{run}-{name}", mode) as floor:
+                    paired(floor, Scenario(name, TITLES[name], "POST", "/in.php", "OK|",
+                                           _keyless_bodies(images, workdir), "&textinstructions=bench+"))
         if not bares:
             bares.append(measure(bare, BARE))
     middle = sorted(bares, key=lambda load: load.rps)[(len(bares) - 1) // 2]
