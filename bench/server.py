@@ -16,7 +16,11 @@ Everything is measured in the same run, side by side, on loopback, with one serv
                     in-process sandbox worker settles it: the steady state of a real service, where
                     every submitted task is claimed and settled and the pending set stays small;
 * ``submit_pending`` the same submits left pending (the server's sandbox delay is a day): in.php alone,
-                    with a pending set that grows by rate × duration.
+                    with a pending set that grows by rate × duration;
+* ``floor_parse``, ``floor_check``, ``floor_store`` the submit_pending requests sent to
+                    :mod:`bench._floor`, the least any Python submit can do on uvicorn and SQLite
+                    (parse; also validate as capgate does; also store on the loop): no targets, they
+                    show how far the submit target is within reach of this stack at all.
 
 The sandbox key has a thread cap of 1,000,000 and the server a pending cap of 10,000,000, so neither
 cap answers; every answer whose body does not start as expected counts as an error. The built-in OCR
