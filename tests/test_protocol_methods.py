@@ -212,3 +212,21 @@ def test_request_limit_blocks() -> None:
     assert block is not None
     assert block.advice is Advice.RETRY_LATER
     assert codes.lookup("ERROR: 2001") is None
+
+
+# What the vendors issue, and placeholders that integration tests send: none is malformed.
+GOOD_SITE_KEYS = ("6Le-wvkSAAAAAPBMRTvw0Q4Muexq9bi0DJwx_mJ-", "a5f74b19-9e45-40e0-b45d-47ff91b7a6c2",
+                  "0x4AAAAAAABkMYinukE8nzY", "1x00000000000000000000AA", "81388ea1fc187e0c335c0a8907ff2625",
+                  "CROPPED_3dfdd5c_d1872b526b794d83ba3b365eb15a200b", "FCMGEMUD2KTDSQ5H", "k", " test ")
+BAD_SITE_KEYS = ("", "https://example.com/?k=6Le", "6Le 6Le", '"6Le"', "6Le.x", "ключ", "k" * 129)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if C.GOOGLEKEY in m.missing_codes.values()],
+                         ids=lambda m: m.name)
+def test_malformed_site_keys(method: methods.Method) -> None:
+    names = [name for name, code in method.missing_codes.items() if code == C.GOOGLEKEY]
+    for key in GOOD_SITE_KEYS:
+        assert not method.malformed_site_key({name: key for name in names}), key
+    for key in BAD_SITE_KEYS:
+        assert method.malformed_site_key({name: key for name in names}), key
+    assert not method.malformed_site_key({"pageurl": "https://example.com/"})  # absent: ERROR_GOOGLEKEY's case

@@ -160,7 +160,7 @@ def test_utf8_text_is_kept(api: Api) -> None:
     answer = "Ünïcødé|中文"
     percent = api.submit({"method": "base64", "body": b64(png(seed=40)),
                           "textinstructions": f"sandbox-answer-{answer}"}, transport="form")
-    raw_body = (f"key={api.key}&method=turnstile&sitekey=é中&pageurl={PAGEURL}&n={nonce()}").encode()
+    raw_body = (f"key={api.key}&method=turnstile&sitekey=k&action=é中&pageurl={PAGEURL}&n={nonce()}").encode()
     raw = api.client.post(api.base_url + "/in.php", content=raw_body,
                           headers={"content-type": "application/x-www-form-urlencoded"})
     parts = api.submit({"method": "base64", "body": b64(png(seed=41)),
@@ -254,7 +254,7 @@ def test_declared_body_over_the_default_limit(server: ServerProcess, api: Api, m
 
 @pytest.mark.parametrize("mode", MODES)
 def test_parameter_too_long(api: Api, mode: Mode) -> None:
-    expect_error(api.submit({**TOKEN, "sitekey": "k" * (64 * 1024 + 1)}, mode, "form"), "ERROR_BAD_PARAMETERS", mode)
+    expect_error(api.submit({**TOKEN, "data": "k" * (64 * 1024 + 1)}, mode, "form"), "ERROR_BAD_PARAMETERS", mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -266,7 +266,7 @@ def test_bad_res_php_arguments(api: Api, mode: Mode) -> None:
 
 
 def test_control_characters_are_just_text(api: Api) -> None:
-    task_id = task_id_of(api.submit({**TOKEN, "sitekey": "a\x00b\r\nc\t", "n": nonce()}, transport="form"))
+    task_id = task_id_of(api.submit({**TOKEN, "data": "a\x00b\r\nc\t", "n": nonce()}, transport="form"))
     assert api.get(task_id, wait=10).content.startswith(b"OK|SANDBOX-FAKE-TOKEN-")
 
 

@@ -8,6 +8,7 @@ Facts: ``PROTOCOL.md`` §2–§3, §7.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -49,6 +50,12 @@ class Method:
     def missing_code(self, param: str) -> str:
         return self.missing_codes.get(param, C.BAD_PARAMETERS)
 
+    def malformed_site_key(self, params: Params) -> bool:
+        """A site key (the parameters whose absence is ``ERROR_GOOGLEKEY``) that no vendor issues:
+        ``ERROR_WRONG_GOOGLEKEY``. Placeholders such as ``test`` pass; a pasted URL or snippet does not."""
+        return any(name in params and _SITE_KEY.fullmatch(params[name].strip()) is None
+                   for name, code in self.missing_codes.items() if code == C.GOOGLEKEY)
+
 
 # Spellings used by the official clients and older APIs for the same parameter (§3, §7.3).
 GLOBAL_ALIASES: dict[str, str] = {
@@ -72,6 +79,9 @@ _IMAGE_OPTIONS = ("phrase", "regsense", "numeric", "calc", "min_len", "max_len",
                   "textinstructions", "question", "profile")
 _TOKEN_OPTIONS = ("userAgent", "cookies", "proxy", "proxytype", "action", "domain", "data", "pagedata")
 _SITEKEY_CODES = {"googlekey": C.GOOGLEKEY, "sitekey": C.GOOGLEKEY, "pageurl": C.PAGEURL}
+# Every vendor's site keys are letters, digits, '_' and '-': reCAPTCHA's 40 characters, hCaptcha's
+# UUIDs, Turnstile's 0x…, GeeTest's hex ids, Lemin's CROPPED_…, FunCaptcha's public keys.
+_SITE_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _IMAGE_DEADLINE = 90.0
 
 

@@ -87,6 +87,8 @@ def build_task(request: RequestParams, settings: Settings, sandbox: bool,
                 raise Rejected(method.missing_code(name))
         elif not canonical.get(name, "").strip():
             raise Rejected(method.missing_code(name))
+    if method.malformed_site_key(canonical):
+        raise Rejected(C.WRONG_GOOGLEKEY)
     params = {name: value for name, value in canonical.items()
               if name not in TRANSPORT_PARAMS and name not in method.image_params}
     if any(len(value) > MAX_PARAM_LENGTH for value in params.values()):
