@@ -150,6 +150,7 @@ def test_every_type_solves(results: dict[str, dict[str, Any]], mode: str, name: 
         assert solution["challenge"].startswith("ch") and solution["seccode"].endswith("|jordan")
     elif name == "lemin":
         assert isinstance(solution, dict) and solution["answer"].startswith("FAKE-LEMIN-ANSWER-")
+        assert solution["challenge_uuid"] == solution["challenge_id"]  # the SDK reads the first
     elif name.startswith("normal"):
         assert isinstance(solution, str) and solution
     elif name == "cloudflare_challenge":

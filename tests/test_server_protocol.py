@@ -235,7 +235,7 @@ def test_bls_answer(api: Api) -> None:
 
 @pytest.mark.parametrize(("params", "keys"), [
     ({"method": "lemin", "captcha_id": "CROPPED_3dfdd5c_d1872b526b794d83ba3b365eb15a200b", "div_id": "lemin-cropped",
-      "pageurl": PAGEURL, "apiServer": "api.leminnow.com"}, {"answer", "challenge_id"}),
+      "pageurl": PAGEURL, "apiServer": "api.leminnow.com"}, {"answer", "challenge_uuid", "challenge_id"}),
     ({"method": "geetest", "version": "4", "gt": "e392e1d7fd421dc63325744d5a2b9c73", "pageurl": PAGEURL},
      {"captcha_id", "lot_number", "pass_token", "gen_time", "captcha_output"}),
     ({"method": "geetest_v4", "captcha_id": "e392e1d7fd421dc63325744d5a2b9c73", "pageurl": PAGEURL},

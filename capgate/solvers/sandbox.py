@@ -119,7 +119,9 @@ def _text_answer(task: Task, digest: str) -> str:
 
 def _object_answer(task: Task, digest: str) -> dict[str, str]:
     if task.method == "lemin":
-        return {"answer": f"FAKE-LEMIN-ANSWER-{digest[:24]}", "challenge_id": f"fake-{digest[24:40]}"}
+        # CaptchaAI's SDK reads challenge_uuid, 2captcha's docs say challenge_id (PROTOCOL.md §5): both.
+        challenge = f"fake-{digest[24:40]}"
+        return {"answer": f"FAKE-LEMIN-ANSWER-{digest[:24]}", "challenge_uuid": challenge, "challenge_id": challenge}
     return {"captcha_id": task.params.get("captcha_id", ""), "lot_number": digest[:32],
             "pass_token": f"FAKE-PASS-TOKEN-{digest[32:56]}", "gen_time": str(int(task.created_at)),
             "captcha_output": f"FAKE-OUTPUT-{digest[:40]}"}
