@@ -921,3 +921,38 @@ async def test_pg_unreachable_is_a_clear_error() -> None:
     with pytest.raises(ConnectionError, match="cannot connect to PostgreSQL at") as caught:
         await store.open()
     assert "secret" not in str(caught.value)
+
+
+async def test_pg_a_database_of_version_2_gets_partial_task_indexes(pg_database: PgDatabase) -> None:
+    """Tasks written under version 2 stay findable through version 3's partial indexes."""
+    url = fresh_schema(pg_database)
+    old = PostgresStore(url, max_size=2)
+    await old.open()
+    acc = await account(old)
+    pending = await submit_ok(old, acc, new_task("p", pool=Pool.SANDBOX))
+    await old.close()
+    with psycopg.connect(url, autocommit=True) as conn:  # wind the schema back to version 2
+        conn.execute("DELETE FROM schema_version WHERE version > 2")
+        for name in ("tasks_account_pending", "tasks_queue", "tasks_due", "tasks_settled"):
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+        for statement in PG_MIGRATIONS[0].split(";"):
+            if "CREATE INDEX tasks_" in statement:
+                conn.execute(statement)
+    store = PostgresStore(url, max_size=2)
+    await store.open()
+    try:
+        assert (await store.submit(acc, new_task("p"), T0, LIMITS)).code == C.BAD_DUPLICATES
+        assert await store.working_threads(acc.id, T0) == 1
+        assert await store.settle_due(Pool.SANDBOX.value, T0 + 5, 10, lambda task: ({"text": "x"}, None)) \
+            == [pending]
+    finally:
+        await store.close()
+    with psycopg.connect(url) as conn:
+        definitions: dict[str, str] = dict(conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND tablename = 'tasks' AND indexname IN ('tasks_account_pending', 'tasks_queue', 'tasks_due',"
+            " 'tasks_settled')").fetchall())
+        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    assert sorted(definitions) == ["tasks_account_pending", "tasks_due", "tasks_queue", "tasks_settled"]
+    assert all(" WHERE " in definition for definition in definitions.values()), definitions
+    assert version is not None and version[0] == len(PG_MIGRATIONS)

@@ -1,8 +1,12 @@
 """PostgreSQL schema migrations, applied in order; each entry is one version. Append, never edit.
 
-The same tables, columns and indexes as ``schema.py`` (version N here is version N there), in
-PostgreSQL's types: BIGINT ids and money, DOUBLE PRECISION times, BYTEA images, BOOLEAN flags. JSON
-stays TEXT, as in SQLite, so both backends keep one shape.
+The same tables, columns and indexes as ``schema.py``, in PostgreSQL's types: BIGINT ids and money,
+DOUBLE PRECISION times, BYTEA images, BOOLEAN flags. JSON stays TEXT, as in SQLite, so both backends
+keep one shape. Versions 1 and 2 are SQLite's; SQLite's version 3 (running counts kept by triggers)
+has no counterpart here, where concurrent processes would all queue on one counter row; version 3
+here is SQLite's version 4: the task indexes hold only the tasks their queries look for (pending
+ones, or settled ones awaiting expiry), so counting an account's pending tasks, claiming and
+sweeping stay proportional to the live tasks, not to every task ever kept.
 
 Several processes may start at once against one database: ``migrate`` applies the missing versions
 under a transaction-level advisory lock, so exactly one of them does and the others then see it done.
@@ -98,6 +102,15 @@ PG_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN pingback_next DOUBLE PRECISION;
     ALTER TABLE tasks ADD COLUMN pingback_done INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX tasks_pingback ON tasks (pingback_done, pingback_next) WHERE pingback IS NOT NULL;
+    """,
+    """
+    DROP INDEX tasks_account_pending;
+    CREATE INDEX tasks_account_pending ON tasks (account_id, fingerprint) WHERE state = 'pending';
+    DROP INDEX tasks_queue;
+    CREATE INDEX tasks_queue ON tasks (pool, method, not_before) WHERE state = 'pending';
+    CREATE INDEX tasks_due ON tasks (pool, not_before, created_at) WHERE state = 'pending';
+    DROP INDEX tasks_settled;
+    CREATE INDEX tasks_settled ON tasks (settled_at) WHERE state IN ('solved', 'unsolvable');
     """,
 )
 
