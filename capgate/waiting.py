@@ -1,4 +1,5 @@
-"""Waiting for an asyncio.Event with a time limit, in a way a cancel always ends.
+"""Waiting for an asyncio.Event with a time limit, in a way a cancel always ends; stopping a task
+within a time limit even when it does not end on its cancel.
 
 ``asyncio.wait_for(event.wait(), t)`` on Python 3.11 swallows a cancel that arrives as the event is
 set (the inner wait finishes, so ``wait_for`` returns its result): a background loop that sleeps
@@ -19,3 +20,17 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def run_until(stop: asyncio.Event, work: asyncio.Task[None], grace_s: float) -> bool:
+    """Wait until ``work`` ends or ``stop`` is set, then cancel ``work`` and give it ``grace_s``
+    seconds to end. True when it ended. A task whose cancel a library swallows must not keep a
+    process from stopping: past the grace the caller goes on without it."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        work.cancel()
+        await asyncio.wait({work}, timeout=grace_s)
+    return work.done()

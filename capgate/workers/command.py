@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
 import signal
@@ -17,6 +16,7 @@ from capgate.server.workers import TOKEN_PREFIX
 from capgate.store.models import WorkerToken
 
 TOKEN_SHOWN = 8
+STOP_GRACE_S = 5.0
 
 
 def _methods(text: str) -> list[str]:
@@ -60,29 +60,46 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CliError("say which worker to run: --ocr")
     if not args.server or not args.token:
         raise CliError("--server URL and --token T (or CAPGATE_SERVER / CAPGATE_WORKER_TOKEN) are required")
-    with contextlib.suppress(asyncio.CancelledError):  # SIGTERM: the pool was closed on the way out
-        asyncio.run(_run_remote_ocr(args.server, args.token, args.processes or os.cpu_count() or 1))
+    asyncio.run(_run_remote_ocr(args.server, args.token, args.processes or os.cpu_count() or 1))
     return 0
 
 
 async def _run_remote_ocr(server: str, token: str, processes: int) -> None:
+    """Serve until Ctrl-C or SIGTERM (what systemd, docker stop and kill send), then close the pool
+    and the connection, within about ``STOP_GRACE_S`` seconds whatever the tasks do."""
     from capgate.paths import profiles_dir
     from capgate.solvers.ocr.pool import OcrPool
+    from capgate.waiting import run_until
     from capgate.workers.ocr import OcrWorker
     from capgate.workers.source import RemoteSource
 
     folder = profiles_dir()
     pool = OcrPool(processes, folder)
     source = RemoteSource(server, token)
-    main = asyncio.current_task()
-    if main is not None:
-        # systemd, docker stop and kill send SIGTERM: stop like Ctrl-C so the pool's processes end too.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    work = asyncio.create_task(OcrWorker(source, pool, folder, concurrency=processes).run())
     try:
-        await OcrWorker(source, pool, folder, concurrency=processes).run()
+        stopped = await run_until(stop, work, STOP_GRACE_S)
     finally:
-        await source.close()
+        # Neither closing step waits on a task that might not end.
+        closing = asyncio.ensure_future(source.close())
+        await asyncio.wait({closing}, timeout=STOP_GRACE_S)
+        if closing.done() and not closing.cancelled() and closing.exception() is not None:
+            print(f"capgate worker: closing the connection failed: {closing.exception()!r}", file=sys.stderr)
         pool.close()
+    if not stopped:
+        # asyncio.run would wait for that task for ever on its way out; the pool and the connection
+        # are closed, so nothing is lost by leaving now.
+        print(f"capgate worker: a task did not stop within {STOP_GRACE_S:g} s; leaving anyway",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(0)
+    error = work.exception() if not work.cancelled() else None
+    if error is not None:
+        raise error
 
 
 def register(sub: Any) -> None:
