@@ -35,8 +35,7 @@ from capgate.server.submit import Rejected, build_task
 from capgate.settings import Settings
 from capgate.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from capgate.store.ids import new_task_id
-from capgate.store.schema import SQLITE_MIGRATIONS
-from capgate.store.sqlite import _statements
+from capgate.store.sqlite import SQLiteStore
 
 MODES = ("parse", "check", "store")
 Message = MutableMapping[str, Any]
@@ -52,9 +51,10 @@ class Floor:
         self.conn: sqlite3.Connection | None = None
         self.rows: list[Row] = []
         if mode == "store":
-            self.conn = _open(db)
+            store = SQLiteStore(db)
+            self.conn = _open(store)
             # capgate's own checkpoint thread: copying the WAL back is part of storing durably.
-            Checkpointer(lambda: sqlite3.connect(db, isolation_level=None)).start()
+            Checkpointer(store._connect).start()
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -112,15 +112,12 @@ class Floor:
                 future.set_result(None)
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    """capgate's schema and connection settings, with the one account every task belongs to."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                   f"wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}"):
-        conn.execute(f"PRAGMA {pragma}")
-    for script in SQLITE_MIGRATIONS:
-        for statement in _statements(script):
-            conn.execute(statement)
+def _open(store: SQLiteStore) -> sqlite3.Connection:
+    """A writer connection as capgate's store opens it, on its schema, with the one account every
+    task belongs to."""
+    conn = store._connect()
+    conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+    store._migrate(conn)
     conn.execute("INSERT INTO accounts (key_hash, key_prefix, threads, balance, created_at)"
                  " VALUES ('floor', 'floor', 1000000000, 0, 0)")
     return conn

@@ -923,6 +923,9 @@ async def test_pg_unreachable_is_a_clear_error() -> None:
     assert "secret" not in str(caught.value)
 
 
+PARTIAL_TASK_INDEXES = ("tasks_account_pending", "tasks_queue", "tasks_due", "tasks_settled")
+
+
 async def test_pg_a_database_of_version_2_gets_partial_task_indexes(pg_database: PgDatabase) -> None:
     """Tasks written under version 2 stay findable through version 3's partial indexes."""
     url = fresh_schema(pg_database)
@@ -933,7 +936,7 @@ async def test_pg_a_database_of_version_2_gets_partial_task_indexes(pg_database:
     await old.close()
     with psycopg.connect(url, autocommit=True) as conn:  # wind the schema back to version 2
         conn.execute("DELETE FROM schema_version WHERE version > 2")
-        for name in ("tasks_account_pending", "tasks_queue", "tasks_due", "tasks_settled"):
+        for name in PARTIAL_TASK_INDEXES:
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
         for statement in PG_MIGRATIONS[0].split(";"):
             if "CREATE INDEX tasks_" in statement:
@@ -950,9 +953,8 @@ async def test_pg_a_database_of_version_2_gets_partial_task_indexes(pg_database:
     with psycopg.connect(url) as conn:
         definitions: dict[str, str] = dict(conn.execute(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
-            " AND tablename = 'tasks' AND indexname IN ('tasks_account_pending', 'tasks_queue', 'tasks_due',"
-            " 'tasks_settled')").fetchall())
+            " AND tablename = 'tasks' AND indexname = ANY(%s)", (list(PARTIAL_TASK_INDEXES),)).fetchall())
         version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    assert sorted(definitions) == ["tasks_account_pending", "tasks_due", "tasks_queue", "tasks_settled"]
+    assert sorted(definitions) == sorted(PARTIAL_TASK_INDEXES)
     assert all(" WHERE " in definition for definition in definitions.values()), definitions
     assert version is not None and version[0] == len(PG_MIGRATIONS)

@@ -34,7 +34,6 @@ async def test_timeout_and_event() -> None:
     assert await wait_event(event, 5)
 
 
-
 async def test_run_until_stop_cancels_the_work() -> None:
     stop = asyncio.Event()
     work = asyncio.create_task(asyncio.sleep(3600))
