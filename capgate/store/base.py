@@ -1,22 +1,34 @@
-"""The storage contract every backend keeps.
+"""The store: capgate's one interface to its database, the same on every backend.
 
-Each method that changes money changes it in the same transaction as the task change that causes it,
-and returns only after commit. Reads may come from a separate connection: they see every write that
-returned before them.
+Every method here is written once, from the statements and transactions in ``scripts.py``; a
+backend supplies only how to run them (:meth:`Store._transact` for a transaction, :meth:`Store._read`
+for a single read), how to connect, and how to migrate. Each method that changes money changes it in
+the same transaction as the task change that causes it, and returns only after commit. Reads may come
+from a separate connection: they see every write that returned before them.
 """
 
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
+from capgate.store import scripts
+from capgate.store.lifecycle import Context, Event
 from capgate.store.models import Account, LedgerEntry, NewTask, Task, TaskOutcome, WorkerToken
+from capgate.store.presence import served_since
+from capgate.store.sql import Dialect, Script, Stmt
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 # A task -> (answer's json fields, None) or (None, error code). No images: a solver this fast and
 # pure (the sandbox) answers from the task's fingerprint, and reading every image would be most of
 # the cost of settling.
 Solve = Callable[[Task], tuple[dict[str, object] | None, str | None]]
+SANDBOX_LEASE = "sandbox"  # the lease of tasks the store settles at once for a pure solver
 
 
 @dataclass(frozen=True)
@@ -38,148 +50,182 @@ class ReportPolicy:
 
 
 class Store(abc.ABC):
-    # ---- lifecycle
+    dialect: Dialect
+
+    # ---- what a backend supplies
     @abc.abstractmethod
     async def open(self) -> None: ...
 
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    @abc.abstractmethod
+    async def _transact(self, script: Callable[P, Script[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``script(*args, **kwargs)`` in one transaction; resolves after the commit. A backend
+        may run it again from the start (a fresh generator) if the database broke a deadlock."""
+
+    @abc.abstractmethod
+    async def _read(self, stmt: Stmt) -> Any:
+        """One statement outside any transaction: its row (or ``None``) or its rows."""
+
     # ---- accounts and money
-    @abc.abstractmethod
     async def create_account(self, key_hash: str, key_prefix: str, threads: int, balance: int,
-                             sandbox: bool) -> Account: ...
+                             sandbox: bool) -> Account:
+        return await self._transact(scripts.create_account, key_hash, key_prefix, threads, balance, sandbox)
 
-    @abc.abstractmethod
-    async def account_by_key_hash(self, key_hash: str) -> Account | None: ...
+    async def account_by_key_hash(self, key_hash: str) -> Account | None:
+        row = await self._read(scripts.account_by_key_hash(key_hash))
+        return Account.from_row(row) if row is not None else None
 
-    @abc.abstractmethod
-    async def account_by_prefix(self, prefix: str) -> list[Account]: ...
+    async def account_by_prefix(self, prefix: str) -> list[Account]:
+        return [Account.from_row(r) for r in await self._read(scripts.accounts_by_prefix(prefix))]
 
-    @abc.abstractmethod
-    async def list_accounts(self) -> list[Account]: ...
+    async def list_accounts(self) -> list[Account]:
+        return [Account.from_row(r) for r in await self._read(scripts.all_accounts())]
 
-    @abc.abstractmethod
-    async def topup(self, account_id: int, amount: int, note: str) -> Account: ...
+    async def get_account(self, account_id: int) -> Account | None:
+        row = await self._read(scripts.account_by_id(account_id))
+        return Account.from_row(row) if row is not None else None
 
-    @abc.abstractmethod
+    async def topup(self, account_id: int, amount: int, note: str) -> Account:
+        return await self._transact(scripts.topup, account_id, amount, note)
+
     async def update_account(self, account_id: int, *, disabled: bool | None = None,
                              threads: int | None = None, settings: dict[str, object] | None = None,
-                             ) -> Account: ...
+                             ) -> Account:
+        return await self._transact(scripts.update_account, account_id, disabled, threads, settings)
 
-    @abc.abstractmethod
-    async def ledger(self, account_id: int, limit: int = 100) -> list[LedgerEntry]: ...
+    async def ledger(self, account_id: int, limit: int = 100) -> list[LedgerEntry]:
+        return [LedgerEntry.from_row(r) for r in await self._read(scripts.ledger(account_id, limit))]
 
     # ---- tasks, customer side
-    @abc.abstractmethod
     async def submit(self, account: Account, task: NewTask, now: float, limits: SubmitLimits,
-                     ) -> SubmitOutcome: ...
+                     ) -> SubmitOutcome:
+        result = await self._transact(scripts.submit, self.dialect, account, task, now, limits.max_pending,
+                                                     limits.thread_cap_code)
+        return SubmitOutcome(code=result) if isinstance(result, str) else SubmitOutcome(task_id=result)
 
-    @abc.abstractmethod
-    async def get_task(self, account_id: int, task_id: int) -> Task | None: ...
+    async def get_task(self, account_id: int, task_id: int) -> Task | None:
+        row = await self._read(scripts.task_of(account_id, task_id))
+        return Task.from_row(row) if row is not None else None
 
-    @abc.abstractmethod
-    async def get_tasks(self, account_id: int, task_ids: Sequence[int]) -> dict[int, Task]: ...
-
-    @abc.abstractmethod
     async def outcomes(self, account_id: int, task_ids: Sequence[int]) -> dict[int, TaskOutcome]:
         """What polls need of these tasks of the account (the hot path: no parameters, no images)."""
+        if not task_ids:
+            return {}
+        return {int(r["id"]): TaskOutcome.from_row(r) for r in await self._read(scripts.outcomes(account_id, task_ids))}
 
-    @abc.abstractmethod
-    async def working_threads(self, account_id: int, now: float) -> int: ...
+    async def working_threads(self, account_id: int, now: float) -> int:
+        row = await self._read(scripts.working_threads(account_id, now))
+        return int(row["n"]) if row is not None else 0
 
-    @abc.abstractmethod
     async def report(self, account_id: int, task_id: int, good: bool, now: float,
                      policy: ReportPolicy) -> str | None:
         """``None`` when recorded, else the code to answer."""
+        ctx = Context(now, max_attempts=0, report_window_s=policy.window_s, refund_bad=policy.refund_bad)
+        return await self._transact(scripts.report, account_id, task_id, good, ctx)
 
     # ---- tasks, worker side
-    @abc.abstractmethod
     async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, lease: str,
                     lease_s: float, now: float, max_attempts: int) -> Task | None:
         """Lease the oldest due task to ``lease`` (a fresh id per claim, so that an answer from
         a worker whose lease expired and was re-issued is refused)."""
+        if not pools or (methods is not None and not methods):
+            return None
+        ctx = Context(now, max_attempts, lease=lease, lease_s=lease_s)
+        return await self._transact(scripts.claim, pools, methods, ctx)
 
-    @abc.abstractmethod
+    async def has_claimable(self, pools: Sequence[str], methods: Sequence[str] | None, now: float,
+                            max_attempts: int) -> bool:
+        if not pools or (methods is not None and not methods):
+            return False
+        return await self._read(scripts.has_claimable(pools, methods, now, max_attempts)) is not None
+
     async def leased_task(self, task_id: int, lease: str) -> Task | None:
         """The task if it is pending and leased to ``lease``."""
+        stmt = scripts.leased_task(task_id, lease)
+        row = await self._read(stmt) if stmt is not None else None
+        return Task.from_row(row) if row is not None else None
 
-    @abc.abstractmethod
-    async def has_claimable(self, pools: Sequence[str], methods: Sequence[str] | None, now: float,
-                            max_attempts: int) -> bool: ...
+    async def heartbeat(self, task_id: int, worker: str, lease_s: float, now: float) -> bool:
+        ctx = Context(now, max_attempts=0, lease=worker, lease_s=lease_s)
+        return await self._transact(scripts.act, task_id, Event.HEARTBEAT, ctx)
 
-    @abc.abstractmethod
-    async def get_account(self, account_id: int) -> Account | None: ...
+    async def complete(self, task_id: int, worker: str, answer: dict[str, object],
+                       confidence: float | None, now: float) -> bool:
+        """Settle as solved and charge, if ``worker`` still holds the lease. ``False`` if not."""
+        ctx = Context(now, max_attempts=0, lease=worker, answer=_answer_text(answer), confidence=confidence)
+        return await self._transact(scripts.act, task_id, Event.ANSWER, ctx)
 
-    @abc.abstractmethod
-    async def due_pingbacks(self, now: float, hold_s: float, limit: int) -> list[Task]:
-        """Settled tasks whose pingback is due, held for ``hold_s`` so no other sender takes them."""
+    async def fail(self, task_id: int, worker: str, error: str | None, max_attempts: int,
+                   now: float, to_human: bool = False, *, final: bool = False) -> bool:
+        """Give the task back (to the human pool with ``to_human``) for another attempt; once its
+        attempts are used up, or at once when ``final``, settle it unsolvable with ``error``."""
+        event = Event.FAIL if final else Event.TO_HUMAN if to_human else Event.GIVE_BACK
+        ctx = Context(now, max_attempts, lease=worker, error=error)
+        return await self._transact(scripts.act, task_id, event, ctx)
 
-    @abc.abstractmethod
-    async def pingback_done(self, task_id: int, delivered: bool, next_at: float | None) -> None:
-        """Record an attempt: delivered, retry at ``next_at``, or (``None``) give up."""
-
-    @abc.abstractmethod
     async def settle_due(self, pool: str, now: float, limit: int, solve: Solve) -> list[int]:
         """Settle up to ``limit`` due, unleased tasks of ``pool`` in one transaction, using a pure
         and fast ``solve`` (the sandbox worker): answered ones solved and charged, the others
         unsolvable with the code ``solve`` gave. Returns their ids."""
+        return await self._transact(scripts.settle_due, pool, now, limit, solve, SANDBOX_LEASE)
 
-    @abc.abstractmethod
-    async def blobs(self, task_id: int) -> dict[str, bytes]: ...
+    async def blobs(self, task_id: int) -> dict[str, bytes]:
+        return {r["name"]: bytes(r["data"]) for r in await self._read(scripts.blobs(task_id))}
 
-    @abc.abstractmethod
-    async def heartbeat(self, task_id: int, worker: str, lease_s: float, now: float) -> bool: ...
-
-    @abc.abstractmethod
-    async def complete(self, task_id: int, worker: str, answer: dict[str, object],
-                       confidence: float | None, now: float) -> bool:
-        """Settle as solved and charge, if ``worker`` still holds the lease. ``False`` if not."""
-
-    @abc.abstractmethod
-    async def fail(self, task_id: int, worker: str, error: str | None, max_attempts: int,
-                   now: float, retry_pool: str | None = None) -> bool:
-        """Give the task back (or settle it unsolvable with ``error`` after ``max_attempts``)."""
-
-    @abc.abstractmethod
     async def sweep(self, now: float, retention_s: float, max_attempts: int) -> list[int]:
-        """Settle overdue tasks (deadline passed, or leases lost ``max_attempts`` times) as
-        unsolvable and return their ids; drop images and answers of tasks past the retention."""
+        """Settle overdue tasks (deadline passed, or the last attempt's lease lost) as unsolvable
+        and return their ids; drop images and answers of tasks past the retention."""
+        return await self._transact(scripts.sweep, now, retention_s, max_attempts)
 
-    @abc.abstractmethod
-    async def pending_methods(self, now: float) -> dict[str, int]: ...
+    async def due_pingbacks(self, now: float, hold_s: float, limit: int) -> list[Task]:
+        """Settled tasks whose pingback is due, held for ``hold_s`` so no other sender takes them."""
+        return await self._transact(scripts.due_pingbacks, now, hold_s, limit)
+
+    async def pingback_done(self, task_id: int, delivered: bool, next_at: float | None) -> None:
+        """Record an attempt: delivered, retry at ``next_at``, or (``None``) give up."""
+        await self._transact(scripts.pingback_done, task_id, delivered, next_at)
 
     # ---- addresses
-    @abc.abstractmethod
-    async def ip_banned(self, ip: str, now: float) -> bool: ...
+    async def ip_banned(self, ip: str, now: float) -> bool:
+        return await self._read(scripts.ip_banned(ip, now)) is not None
 
-    @abc.abstractmethod
     async def strike(self, ip: str, now: float, window_s: float, threshold: int, ban_s: float) -> bool:
         """Count a wrong-key request; ``True`` if the address is now banned."""
+        return await self._transact(scripts.strike, ip, now, window_s, threshold, ban_s)
 
     # ---- pingback hosts
-    @abc.abstractmethod
-    async def pingback_hosts(self, account_id: int) -> list[str]: ...
+    async def pingback_hosts(self, account_id: int) -> list[str]:
+        return [r["host"] for r in await self._read(scripts.pingback_hosts(account_id))]
 
-    @abc.abstractmethod
-    async def add_pingback_host(self, account_id: int, host: str) -> None: ...
+    async def add_pingback_host(self, account_id: int, host: str) -> None:
+        await self._transact(scripts.add_pingback_host, account_id, host)
 
-    @abc.abstractmethod
-    async def del_pingback_host(self, account_id: int, host: str | None) -> None: ...
+    async def del_pingback_host(self, account_id: int, host: str | None) -> None:
+        await self._transact(scripts.del_pingback_host, account_id, host)
 
     # ---- workers
-    @abc.abstractmethod
     async def create_worker(self, name: str, token_hash: str, token_prefix: str, methods: Sequence[str],
-                            human: bool) -> WorkerToken: ...
+                            human: bool) -> WorkerToken:
+        return await self._transact(scripts.create_worker, name, token_hash, token_prefix, methods, human)
 
-    @abc.abstractmethod
-    async def worker_by_token_hash(self, token_hash: str) -> WorkerToken | None: ...
+    async def worker_by_token_hash(self, token_hash: str) -> WorkerToken | None:
+        row = await self._read(scripts.worker_by_token_hash(token_hash))
+        return WorkerToken.from_row(row) if row is not None else None
 
-    @abc.abstractmethod
-    async def list_workers(self) -> list[WorkerToken]: ...
+    async def list_workers(self) -> list[WorkerToken]:
+        return [WorkerToken.from_row(r) for r in await self._read(scripts.all_workers())]
 
-    @abc.abstractmethod
-    async def worker_seen(self, worker_id: int, methods: Sequence[str], now: float) -> None: ...
+    async def worker_seen(self, worker_id: int, methods: Sequence[str], now: float) -> None:
+        await self._transact(scripts.worker_seen, worker_id, methods, now)
 
-    @abc.abstractmethod
-    async def active_worker_methods(self, since: float) -> set[str]: ...
+    async def active_worker_methods(self, since: float) -> set[str]:
+        served: set[str] = set()
+        for row in await self._read(scripts.serving_workers(since)):
+            served.update(served_since(row["serving"], since))
+        return served
+
+
+def _answer_text(answer: dict[str, object]) -> str:
+    return json.dumps(answer, ensure_ascii=False)

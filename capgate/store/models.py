@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-MICROS = 1_000_000  # balances are integer micro-dollars: no float ever touches money
-
-
-def usd_to_micros(value: str | Decimal | float) -> int:
-    return int((Decimal(str(value)) * MICROS).to_integral_value())
-
-
-def micros_to_usd(micros: int) -> str:
-    """``1.234``-style text: at least two decimals, no trailing zeros beyond them."""
-    text = f"{Decimal(micros) / MICROS:.6f}".rstrip("0")
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
+from capgate.money import micros_to_usd
 
 
 class TaskState(StrEnum):
@@ -66,23 +54,6 @@ class Account:
                        created_at=row["created_at"], settings=json.loads(row["settings"]))
 
 
-def effective_state(state: TaskState, created_at: float, deadline_at: float, settled_at: float | None,
-                    now: float, retention_s: float) -> TaskState:
-    """The state as of ``now``, before the sweeper has written it: a pending task past its
-    deadline is unsolvable, a settled one past the retention is expired."""
-    if state is TaskState.PENDING:
-        if now < deadline_at:
-            return TaskState.PENDING
-        settled = deadline_at
-    elif state is TaskState.EXPIRED:
-        return TaskState.EXPIRED
-    else:
-        settled = settled_at if settled_at is not None else created_at
-    if now - settled > retention_s:
-        return TaskState.EXPIRED
-    return state if state is not TaskState.PENDING else TaskState.UNSOLVABLE
-
-
 @dataclass(frozen=True)
 class TaskOutcome:
     """What a poll needs of a task, read without its parameters or images."""
@@ -97,19 +68,13 @@ class TaskOutcome:
     answer_json: str | None
     error: str | None
 
-    COLUMNS = "id, method, state, price, created_at, deadline_at, settled_at, answer, error"
-
-    def effective_state(self, now: float, retention_s: float) -> TaskState:
-        return effective_state(self.state, self.created_at, self.deadline_at, self.settled_at, now, retention_s)
-
-    @property
-    def answer(self) -> dict[str, Any] | None:
-        return json.loads(self.answer_json) if self.answer_json is not None else None
+    NAMES = ("id", "method", "state", "price", "created_at", "deadline_at", "settled_at", "answer", "error")
 
     @staticmethod
     def from_row(row: Any) -> TaskOutcome:
-        return TaskOutcome(int(row[0]), row[1], TaskState(row[2]), int(row[3]), float(row[4]), float(row[5]),
-                           row[6], row[7], row[8])
+        return TaskOutcome(int(row["id"]), row["method"], TaskState(row["state"]), int(row["price"]),
+                           float(row["created_at"]), float(row["deadline_at"]), row["settled_at"], row["answer"],
+                           row["error"])
 
 
 @dataclass(frozen=True)
@@ -135,9 +100,6 @@ class Task:
     pingback: str | None
     pingback_attempts: int = 0
     fingerprint: str = ""  # as NewTask.fingerprint: the identity of what was submitted
-
-    def effective_state(self, now: float, retention_s: float) -> TaskState:
-        return effective_state(self.state, self.created_at, self.deadline_at, self.settled_at, now, retention_s)
 
     @staticmethod
     def from_row(row: Any) -> Task:

@@ -1,9 +1,7 @@
 """The Store contract, run against both backends: SQLite on a temporary file and PostgreSQL.
 
-PostgreSQL gets a database of its own for the test session (``capgate_test_<random>``, made through
-the ``postgres`` maintenance database and dropped at the end) and a fresh schema per test. Without a
-reachable server the PostgreSQL cases are skipped; ``CAPGATE_TEST_PG`` names the database to connect to
-for that when it is not ``postgres`` (or ``test``) at 127.0.0.1:5432 as user ``postgres`` (or ``root``).
+PostgreSQL gets a database of its own for the test session and a fresh schema per test
+(``tests/pgdb.py``). Without a reachable server the PostgreSQL cases are skipped.
 
 The ``*_concurrent`` tests open several stores on one database, as several processes would, and
 check that the guarantees hold when their writes race.
@@ -13,140 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import quote
+from collections.abc import Awaitable
 
-import psycopg
 import pytest
 from psycopg import errors as pg_errors
-from psycopg import sql
 
 from capgate.protocol.codes import C
 from capgate.store.base import ReportPolicy, Store, SubmitLimits, SubmitOutcome
 from capgate.store.models import Account, LedgerKind, NewTask, Pool, Task, TaskState
-from capgate.store.pg_schema import PG_MIGRATIONS
-from capgate.store.postgres import PostgresStore
-from capgate.store.sqlite import SQLiteStore
+from tests.storekit import Backend
 
 T0 = 2_000_000_000.0  # "now" in these tests: the store takes every task time from its caller
 LIMITS = SubmitLimits(thread_cap_code=C.ZERO_BALANCE, max_pending=1000)
 POLICY = ReportPolicy(window_s=900.0, refund_bad=True)
 MAX_ATTEMPTS = 3
-PG_CANDIDATES = tuple(f"postgresql://{user}@127.0.0.1:5432/{db}" for db in ("postgres", "test")
-                      for user in ("postgres", "root"))
-
-# ------------------------------------------------------------------------------------------ PostgreSQL
-
-
-def pg_admin_url() -> str | None:
-    """The maintenance database's URL, or ``None`` when no PostgreSQL answers."""
-    explicit = os.environ.get("CAPGATE_TEST_PG")
-    for url in ((explicit,) if explicit else PG_CANDIDATES):
-        try:
-            with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
-                conn.execute("SELECT 1")
-            return url
-        except psycopg.Error:
-            continue
-    return None
-
-
-def database_url(admin_url: str, name: str) -> str:
-    """``admin_url`` pointing at the database ``name`` instead."""
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    user = info.get("user") or "postgres"
-    host = info.get("host") or "127.0.0.1"
-    port = info.get("port") or "5432"
-    password = info.get("password")
-    auth = quote(str(user), safe="") + (":" + quote(str(password), safe="") if password else "")
-    return f"postgresql://{auth}@{host}:{port}/{name}"
-
-
-@dataclass
-class PgDatabase:
-    admin_url: str
-    name: str
-    url: str
-
-
-def create_database(prefix: str = "capgate_test") -> PgDatabase:
-    admin = pg_admin_url()
-    if admin is None:
-        pytest.skip("PostgreSQL is not reachable (tried " + ", ".join(
-            [os.environ["CAPGATE_TEST_PG"]] if os.environ.get("CAPGATE_TEST_PG") else list(PG_CANDIDATES))
-            + "); set CAPGATE_TEST_PG to a maintenance database URL")
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return PgDatabase(admin, name, database_url(admin, name))
-
-
-def drop_database(db: PgDatabase) -> None:
-    with psycopg.connect(db.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[PgDatabase]:
-    db = create_database()
-    try:
-        yield db
-    finally:
-        drop_database(db)
-
-
-def fresh_schema(db: PgDatabase) -> str:
-    """A URL whose connections work in a new, empty schema of ``db``."""
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(db.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    return f"{db.url}?options=" + quote(f"-csearch_path={schema}", safe="")
-
 
 # ------------------------------------------------------------------------------------------ fixtures
-
-
-@dataclass
-class Backend:
-    name: str
-    make: Callable[[], Store]  # another store on the same database, as another process would open
-    opened: list[Store] = field(default_factory=list)
-
-    async def open(self) -> Store:
-        store = self.make()
-        await store.open()
-        self.opened.append(store)
-        return store
-
-    async def open_many(self, n: int) -> list[Store]:
-        # One after the other: SQLiteStore's migration is not safe against a concurrent first open
-        # (see test_pg_migrations_race for PostgreSQL's).
-        return [await self.open() for _ in range(n)]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        path = tmp_path / "capgate.db"
-        chosen = Backend("sqlite", lambda: SQLiteStore(path))
-    else:
-        url = fresh_schema(request.getfixturevalue("pg_database"))
-        chosen = Backend("postgres", lambda: PostgresStore(url, max_size=4))
-    try:
-        yield chosen
-    finally:
-        for store in reversed(chosen.opened):
-            await store.close()
-
-
-@pytest.fixture()
-async def store(backend: Backend) -> Store:
-    return await backend.open()
 
 
 def new_task(fingerprint: str = "fp", *, price: int = 0, method: str = "normal", pool: Pool = Pool.MAIN,
@@ -182,6 +64,11 @@ async def solved_task(store: Store, acc: Account, fingerprint: str = "fp", *, pr
     assert await claim(store, "L", now) == task_id
     assert await store.complete(task_id, "L", {"text": "abc"}, 0.9, now + 1)
     return task_id
+
+
+async def tasks_of(store: Store, account_id: int, task_ids: list[int]) -> dict[int, Task]:
+    found = {task_id: await store.get_task(account_id, task_id) for task_id in task_ids}
+    return {task_id: task for task_id, task in found.items() if task is not None}
 
 
 async def balance_of(store: Store, account_id: int) -> int:
@@ -269,12 +156,11 @@ async def test_submit_stores_the_task(store: Store) -> None:
     assert await store.get_task(other.id, task_id) is None
     second = await submit_ok(store, acc, new_task("f2", method="turnstile"))
     assert (await store.get_task(acc.id, second)).not_before == T0  # type: ignore[union-attr]
-    assert set(await store.get_tasks(acc.id, [task_id, second, 12345678901])) == {task_id, second}
-    assert await store.get_tasks(other.id, [task_id]) == {}
-    assert await store.get_tasks(acc.id, []) == {}
+    assert set(await store.outcomes(acc.id, [task_id, second, 12345678901])) == {task_id, second}
+    assert await store.outcomes(other.id, [task_id]) == {}
+    assert await store.outcomes(acc.id, []) == {}
     assert await store.working_threads(acc.id, T0) == 2
     assert await store.working_threads(acc.id, T0 + 60) == 1  # the first is past its deadline
-    assert await store.pending_methods(T0) == {"normal": 1, "turnstile": 1}
 
 
 @pytest.mark.parametrize("cap_code", [C.ZERO_BALANCE, C.NO_SLOT_AVAILABLE])
@@ -454,7 +340,7 @@ async def test_fail_gives_back_or_settles(store: Store) -> None:
     task_id = await submit_ok(store, acc, new_task("a", price=100, deadline_s=300))
     assert await claim(store, "L1") == task_id
     assert not await store.fail(task_id, "other", None, MAX_ATTEMPTS, T0 + 1)
-    assert await store.fail(task_id, "L1", None, MAX_ATTEMPTS, T0 + 1, Pool.HUMAN.value)
+    assert await store.fail(task_id, "L1", None, MAX_ATTEMPTS, T0 + 1, to_human=True)
     assert await store.leased_task(task_id, "L1") is None
     assert await claim(store, "L2", T0 + 2) is None  # moved to the human pool
     assert await claim(store, "L2", T0 + 2, pools=("human",)) == task_id
@@ -481,6 +367,33 @@ async def test_fail_gives_back_or_settles(store: Store) -> None:
     assert task is not None and task.state is TaskState.UNSOLVABLE
 
 
+async def test_a_task_given_back_on_its_last_attempt_settles_at_once(store: Store) -> None:
+    """A worker that gives a task back with no error on its last attempt: no worker may claim it
+    again, so it settles unsolvable now rather than waiting, unseen, for its deadline."""
+    acc = await account(store, balance=1000)
+    task_id = await submit_ok(store, acc, new_task("a", price=100, deadline_s=300))
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        lease = f"L{attempt}"
+        assert await claim(store, lease, T0 + attempt) == task_id
+        assert await store.fail(task_id, lease, None, MAX_ATTEMPTS, T0 + attempt)
+    task = await store.get_task(acc.id, task_id)
+    assert task is not None
+    assert (task.state, task.error, task.settled_at, task.attempts) == (
+        TaskState.UNSOLVABLE, C.CAPTCHA_UNSOLVABLE, T0 + MAX_ATTEMPTS, MAX_ATTEMPTS)
+    assert (await store.outcomes(acc.id, [task_id]))[task_id].state is TaskState.UNSOLVABLE
+    assert await balance_of(store, acc.id) == 1000
+
+
+async def test_final_failure_settles_at_once(store: Store) -> None:
+    acc = await account(store)
+    task_id = await submit_ok(store, acc, new_task("a"))
+    assert await claim(store, "L") == task_id
+    assert not await store.fail(task_id, "other", C.UPLOAD, MAX_ATTEMPTS, T0 + 1, final=True)
+    assert await store.fail(task_id, "L", C.UPLOAD, MAX_ATTEMPTS, T0 + 1, final=True)
+    task = await store.get_task(acc.id, task_id)
+    assert task is not None and (task.state, task.error, task.attempts) == (TaskState.UNSOLVABLE, C.UPLOAD, 1)
+
+
 def fake_solve(task: Task) -> tuple[dict[str, object] | None, str | None]:
     """A pure solver, as the sandbox's: its answer shows what it was given."""
     fingerprint = task.params.get("fp", "")
@@ -504,7 +417,7 @@ async def test_settle_due(store: Store) -> None:
     assert await claim(store, "L", T0, pools=("sandbox",), lease_s=10) == leased
     now = T0 + 5
     assert sorted(await store.settle_due(Pool.SANDBOX.value, now, 10, fake_solve)) == sorted([good, bad, nocode])
-    tasks = await store.get_tasks(acc.id, [good, bad, nocode, later, leased, main, overdue])
+    tasks = await tasks_of(store, acc.id, [good, bad, nocode, later, leased, main, overdue])
     assert (tasks[good].state, tasks[good].answer, tasks[good].confidence, tasks[good].settled_at,
             tasks[good].attempts) == (TaskState.SOLVED, {"text": "good:good"}, 1.0, now, 1)
     assert (tasks[bad].state, tasks[bad].error, tasks[bad].settled_at) == (
@@ -559,7 +472,7 @@ async def test_sweep_deadline_and_lost_leases(store: Store) -> None:
     assert await store.sweep(T0 + 45, 900, MAX_ATTEMPTS) == [overdue]  # the third lease still runs
     now = T0 + 60
     assert await store.sweep(now, 900, MAX_ATTEMPTS) == [exhausted]
-    tasks = await store.get_tasks(acc.id, [overdue, exhausted, fine])
+    tasks = await tasks_of(store, acc.id, [overdue, exhausted, fine])
     assert (tasks[overdue].state, tasks[overdue].error, tasks[overdue].settled_at) == (
         TaskState.UNSOLVABLE, C.CAPTCHA_UNSOLVABLE, T0 + 30)  # settled at its deadline
     assert (tasks[exhausted].state, tasks[exhausted].error, tasks[exhausted].settled_at) == (
@@ -591,7 +504,7 @@ async def test_sweep_retention_expires_and_forgets(store: Store) -> None:
     assert await store.sweep(T0 + 900, 900, MAX_ATTEMPTS) == []  # not yet past the retention
     assert (await store.get_task(acc.id, solved)).state is TaskState.SOLVED  # type: ignore[union-attr]
     await store.sweep(T0 + 911, 900, MAX_ATTEMPTS)
-    tasks = await store.get_tasks(acc.id, [solved, unsolvable, pending])
+    tasks = await tasks_of(store, acc.id, [solved, unsolvable, pending])
     for task_id in (solved, unsolvable):
         assert tasks[task_id].state is TaskState.EXPIRED
         assert tasks[task_id].params == {} and tasks[task_id].answer is None
@@ -725,7 +638,7 @@ async def test_pingback_outbox(store: Store) -> None:
     assert again[0].pingback_attempts == 1
     await store.pingback_done(unsolvable, False, None)  # give up
     assert await store.due_pingbacks(T0 + 10_000, 30, 10) == []
-    tasks = await store.get_tasks(acc.id, [solved, unsolvable])
+    tasks = await tasks_of(store, acc.id, [solved, unsolvable])
     assert (tasks[solved].pingback_attempts, tasks[unsolvable].pingback_attempts) == (1, 2)
 
 
@@ -761,6 +674,18 @@ async def test_workers_and_presence(store: Store) -> None:
     assert await store.active_worker_methods(T0 - 200) == {"turnstile", "*"}
     await store.worker_seen(bot.id, ["turnstile", "hcaptcha"], T0 + 5)
     assert await store.active_worker_methods(T0) == {"turnstile", "hcaptcha"}
+
+
+async def test_a_worker_serves_every_method_it_claims_in_turn(store: Store) -> None:
+    """Claims of one method and then another: both stay served (within the presence window)."""
+    bot = await store.create_worker("bot", "wh-1", "cgw_abcd", [], False)
+    await store.worker_seen(bot.id, ["turnstile"], T0)
+    await store.worker_seen(bot.id, ["hcaptcha"], T0 + 1)
+    assert await store.active_worker_methods(T0 - 10) == {"turnstile", "hcaptcha"}
+    await store.worker_seen(bot.id, ["hcaptcha"], T0 + 30)
+    assert await store.active_worker_methods(T0 + 20) == {"hcaptcha"}  # turnstile not asked for since
+    await store.worker_seen(bot.id, ["turnstile"], T0 + 31)
+    assert await store.active_worker_methods(T0 + 20) == {"turnstile", "hcaptcha"}
 
 
 # ------------------------------------------------------------------------------------------ several stores at once
@@ -896,65 +821,3 @@ async def test_settle_due_concurrent_settles_and_charges_once(backend: Backend) 
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL only
-
-
-async def test_pg_migrations_race(pg_database: PgDatabase) -> None:
-    url = fresh_schema(pg_database)
-    stores = [PostgresStore(url, max_size=2) for _ in range(6)]
-    opened = await asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
-    try:
-        assert [r for r in opened if r is not None] == []
-        acc = await account(stores[3])
-        assert await stores[5].get_account(acc.id) == acc
-    finally:
-        await asyncio.gather(*(s.close() for s in stores))
-    with psycopg.connect(url) as conn:
-        versions = [row[0] for row in conn.execute("SELECT version FROM schema_version ORDER BY version")]
-    assert versions == list(range(1, len(PG_MIGRATIONS) + 1))
-    reopened = PostgresStore(url)
-    await reopened.open()  # already current: nothing to apply
-    await reopened.close()
-
-
-async def test_pg_unreachable_is_a_clear_error() -> None:
-    store = PostgresStore("postgresql://nobody:secret@127.0.0.1:1/none")
-    with pytest.raises(ConnectionError, match="cannot connect to PostgreSQL at") as caught:
-        await store.open()
-    assert "secret" not in str(caught.value)
-
-
-PARTIAL_TASK_INDEXES = ("tasks_account_pending", "tasks_queue", "tasks_due", "tasks_settled")
-
-
-async def test_pg_a_database_of_version_2_gets_partial_task_indexes(pg_database: PgDatabase) -> None:
-    """Tasks written under version 2 stay findable through version 3's partial indexes."""
-    url = fresh_schema(pg_database)
-    old = PostgresStore(url, max_size=2)
-    await old.open()
-    acc = await account(old)
-    pending = await submit_ok(old, acc, new_task("p", pool=Pool.SANDBOX))
-    await old.close()
-    with psycopg.connect(url, autocommit=True) as conn:  # wind the schema back to version 2
-        conn.execute("DELETE FROM schema_version WHERE version > 2")
-        for name in PARTIAL_TASK_INDEXES:
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        for statement in PG_MIGRATIONS[0].split(";"):
-            if "CREATE INDEX tasks_" in statement:
-                conn.execute(statement)
-    store = PostgresStore(url, max_size=2)
-    await store.open()
-    try:
-        assert (await store.submit(acc, new_task("p"), T0, LIMITS)).code == C.BAD_DUPLICATES
-        assert await store.working_threads(acc.id, T0) == 1
-        assert await store.settle_due(Pool.SANDBOX.value, T0 + 5, 10, lambda task: ({"text": "x"}, None)) \
-            == [pending]
-    finally:
-        await store.close()
-    with psycopg.connect(url) as conn:
-        definitions: dict[str, str] = dict(conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
-            " AND tablename = 'tasks' AND indexname = ANY(%s)", (list(PARTIAL_TASK_INDEXES),)).fetchall())
-        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    assert sorted(definitions) == sorted(PARTIAL_TASK_INDEXES)
-    assert all(" WHERE " in definition for definition in definitions.values()), definitions
-    assert version is not None and version[0] == len(PG_MIGRATIONS)

@@ -1,4 +1,4 @@
-"""The SQLite store in-process: accounts, the ledger, charges and refunds, id scoping, submit limits.
+"""The store on both backends: accounts, the ledger, charges and refunds, id scoping, submit limits.
 
 The money rule under test: every change of balance is a ledger row written in the same transaction,
 so at any moment sum(ledger amounts) == balance, and each row's balance_after is the running total.
@@ -8,36 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from capgate.keys import hash_secret, new_key
 from capgate.protocol.codes import C
-from capgate.server.keys import hash_secret, new_key
-from capgate.solvers.sandbox import SandboxWorker
-from capgate.store.base import ReportPolicy, SubmitLimits
-from capgate.store.models import Account, LedgerKind, NewTask, Pool, TaskState
-from capgate.store.sqlite import SQLiteStore
+from capgate.store.base import ReportPolicy, Store, SubmitLimits
+from capgate.store.lifecycle import state_as_of
+from capgate.store.models import Account, LedgerKind, NewTask, Pool, Task, TaskState
+from capgate.store.sql import rows
+from capgate.workers.sandbox import SandboxWorker
+from tests.storekit import BACKENDS, new_backend
 
 LIMITS = SubmitLimits(C.ZERO_BALANCE, 100_000)
 POLICY = ReportPolicy(900.0, True)
 NOW = time.time()  # the sandbox worker used to settle tasks runs on the real clock
 
 
-@pytest.fixture()
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "capgate.db")
-    await store.open()
-    yield store
-    await store.close()
-
-
-async def account(store: SQLiteStore, *, threads: int = 5, balance: int = 0, sandbox: bool = True) -> Account:
+async def account(store: Store, *, threads: int = 5, balance: int = 0, sandbox: bool = True) -> Account:
     key = new_key()
     return await store.create_account(hash_secret(key), key[:6], threads, balance, sandbox)
 
@@ -49,21 +41,21 @@ def new_task(price: int = 0, fingerprint: str = "", params: dict[str, str] | Non
                    not_before=1.0)
 
 
-async def submit(store: SQLiteStore, owner: Account, task: NewTask, now: float = NOW,
+async def submit(store: Store, owner: Account, task: NewTask, now: float = NOW,
                  limits: SubmitLimits = LIMITS) -> int:
     outcome = await store.submit(owner, task, now, limits)
     assert outcome.code is None and outcome.task_id is not None, outcome
     return outcome.task_id
 
 
-async def refreshed(store: SQLiteStore, owner: Account) -> Account:
+async def refreshed(store: Store, owner: Account) -> Account:
     for found in await store.list_accounts():
         if found.id == owner.id:
             return found
     raise AssertionError("account vanished")
 
 
-async def assert_books_balance(store: SQLiteStore, owner: Account) -> list[tuple[LedgerKind, int, int | None]]:
+async def assert_books_balance(store: Store, owner: Account) -> list[tuple[LedgerKind, int, int | None]]:
     current = await refreshed(store, owner)
     entries = list(reversed(await store.ledger(owner.id, 100_000)))
     assert sum(e.amount for e in entries) == current.balance
@@ -75,7 +67,7 @@ async def assert_books_balance(store: SQLiteStore, owner: Account) -> list[tuple
     return [(e.kind, e.amount, e.task_id) for e in entries]
 
 
-async def solve_all(store: SQLiteStore) -> int:
+async def solve_all(store: Store) -> int:
     """Let the sandbox worker settle every due sandbox task; the number of tasks it settled."""
     settled: list[int] = []
     worker = SandboxWorker(store, settled.append)
@@ -84,10 +76,14 @@ async def solve_all(store: SQLiteStore) -> int:
     return len(settled)
 
 
+def state_at(task: Task, now: float) -> TaskState:
+    return state_as_of(task.state, task.created_at, task.deadline_at, task.settled_at, now, 900.0)
+
+
 # ------------------------------------------------------------------------------------------ accounts
 
 
-async def test_initial_balance_is_a_topup_row(store: SQLiteStore) -> None:
+async def test_initial_balance_is_a_topup_row(store: Store) -> None:
     owner = await account(store, balance=1_500_000)
     assert owner.balance == 1_500_000
     assert await assert_books_balance(store, owner) == [(LedgerKind.TOPUP, 1_500_000, None)]
@@ -95,7 +91,7 @@ async def test_initial_balance_is_a_topup_row(store: SQLiteStore) -> None:
     assert await assert_books_balance(store, empty) == []
 
 
-async def test_topup(store: SQLiteStore) -> None:
+async def test_topup(store: Store) -> None:
     owner = await account(store, balance=100)
     after = await store.topup(owner.id, 250, "manual")
     assert after.balance == 350
@@ -104,18 +100,17 @@ async def test_topup(store: SQLiteStore) -> None:
     assert (await store.ledger(owner.id))[0].note == "manual"
 
 
-async def test_keys_are_found_by_hash_only(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_keys_are_found_by_hash_only(store: Store) -> None:
     key = new_key()
     created = await store.create_account(hash_secret(key), key[:6], 5, 0, False)
     assert (await store.account_by_key_hash(hash_secret(key))) == created
     assert await store.account_by_key_hash(key) is None
     assert await store.account_by_key_hash(hash_secret(key.upper())) is None
-    with sqlite3.connect(tmp_path / "capgate.db") as conn:
-        stored = conn.execute("SELECT key_hash, key_prefix FROM accounts").fetchall()
-    assert stored == [(hash_secret(key), key[:6])]
+    stored = await store._read(rows("SELECT key_hash, key_prefix FROM accounts"))
+    assert [tuple(row[name] for name in ("key_hash", "key_prefix")) for row in stored] == [(hash_secret(key), key[:6])]
 
 
-async def test_disable(store: SQLiteStore) -> None:
+async def test_disable(store: Store) -> None:
     owner = await account(store)
     assert (await store.update_account(owner.id, disabled=True)).disabled
     assert (await store.update_account(owner.id, disabled=False)).disabled is False
@@ -125,7 +120,7 @@ async def test_disable(store: SQLiteStore) -> None:
 # ------------------------------------------------------------------------------------------ submit
 
 
-async def test_ids_are_random_numbers_scoped_to_their_account(store: SQLiteStore) -> None:
+async def test_ids_are_random_numbers_scoped_to_their_account(store: Store) -> None:
     owner, other = await account(store, threads=100), await account(store)
     ids = [await submit(store, owner, new_task()) for _ in range(30)]
     assert len(set(ids)) == 30
@@ -135,13 +130,13 @@ async def test_ids_are_random_numbers_scoped_to_their_account(store: SQLiteStore
         found = await store.get_task(owner.id, task_id)
         assert found is not None and found.account_id == owner.id and found.state is TaskState.PENDING
         assert await store.get_task(other.id, task_id) is None
-    assert set(await store.get_tasks(owner.id, ids)) == set(ids)
-    assert await store.get_tasks(other.id, ids) == {}
+    assert set(await store.outcomes(owner.id, ids)) == set(ids)
+    assert await store.outcomes(other.id, ids) == {}
     assert await store.report(other.id, ids[0], False, NOW, POLICY) == C.WRONG_CAPTCHA_ID
 
 
 @pytest.mark.parametrize("code", [C.ZERO_BALANCE, C.NO_SLOT_AVAILABLE])
-async def test_thread_cap(store: SQLiteStore, code: str) -> None:
+async def test_thread_cap(store: Store, code: str) -> None:
     owner = await account(store, threads=2)
     limits = SubmitLimits(code, 100_000)
     await submit(store, owner, new_task(), limits=limits)
@@ -153,7 +148,7 @@ async def test_thread_cap(store: SQLiteStore, code: str) -> None:
     await submit(store, owner, new_task(), now=NOW + 301, limits=limits)
 
 
-async def test_balance_is_reserved_by_pending_tasks(store: SQLiteStore) -> None:
+async def test_balance_is_reserved_by_pending_tasks(store: Store) -> None:
     owner = await account(store, balance=600_000)
     await submit(store, owner, new_task(price=500_000))
     assert (await store.submit(owner, new_task(price=500_000), NOW, LIMITS)).code == C.ZERO_BALANCE
@@ -165,7 +160,7 @@ async def test_balance_is_reserved_by_pending_tasks(store: SQLiteStore) -> None:
     await assert_books_balance(store, owner)
 
 
-async def test_duplicates(store: SQLiteStore) -> None:
+async def test_duplicates(store: Store) -> None:
     owner, other = await account(store), await account(store)
     await submit(store, owner, new_task(fingerprint="same"))
     assert (await store.submit(owner, new_task(fingerprint="same"), NOW, LIMITS)).code == C.BAD_DUPLICATES
@@ -174,7 +169,7 @@ async def test_duplicates(store: SQLiteStore) -> None:
     await submit(store, owner, new_task(fingerprint="same"))  # settled: no longer a duplicate
 
 
-async def test_service_wide_queue_cap(store: SQLiteStore) -> None:
+async def test_service_wide_queue_cap(store: Store) -> None:
     owner, other = await account(store), await account(store)
     limits = SubmitLimits(C.ZERO_BALANCE, 2)
     await submit(store, owner, new_task(), limits=limits)
@@ -185,7 +180,7 @@ async def test_service_wide_queue_cap(store: SQLiteStore) -> None:
 # ------------------------------------------------------------------------------------------ money
 
 
-async def test_charge_on_solve(store: SQLiteStore) -> None:
+async def test_charge_on_solve(store: Store) -> None:
     owner = await account(store, balance=1_000_000)
     task_id = await submit(store, owner, new_task(price=250_000))
     assert (await refreshed(store, owner)).balance == 1_000_000  # nothing moves at submit
@@ -197,7 +192,7 @@ async def test_charge_on_solve(store: SQLiteStore) -> None:
         (LedgerKind.TOPUP, 1_000_000, None), (LedgerKind.CHARGE, -250_000, task_id)]
 
 
-async def test_an_answer_is_charged_once(store: SQLiteStore) -> None:
+async def test_an_answer_is_charged_once(store: Store) -> None:
     owner = await account(store, balance=1_000_000)
     task_id = await submit(store, owner, new_task(price=100_000))
     claimed = await store.claim([Pool.SANDBOX.value], None, "lease-1", 30.0, NOW, 3)
@@ -208,7 +203,7 @@ async def test_an_answer_is_charged_once(store: SQLiteStore) -> None:
     assert [k for k, _, _ in await assert_books_balance(store, owner)] == [LedgerKind.TOPUP, LedgerKind.CHARGE]
 
 
-async def test_no_charge_when_unsolvable(store: SQLiteStore) -> None:
+async def test_no_charge_when_unsolvable(store: Store) -> None:
     owner = await account(store, balance=1_000_000)
     failed = await submit(store, owner, new_task(price=300_000, params={"sitekey": "sandbox-unsolvable"}))
     proxy = await submit(store, owner, new_task(price=300_000, params={
@@ -220,7 +215,7 @@ async def test_no_charge_when_unsolvable(store: SQLiteStore) -> None:
     assert await assert_books_balance(store, owner) == [(LedgerKind.TOPUP, 1_000_000, None)]
 
 
-async def test_no_charge_when_the_deadline_passes(store: SQLiteStore) -> None:
+async def test_no_charge_when_the_deadline_passes(store: Store) -> None:
     owner = await account(store, balance=1_000_000)
     task_id = await submit(store, owner, new_task(price=300_000, deadline_s=10))
     await store.sweep(NOW + 11, 900.0, 3)
@@ -231,7 +226,7 @@ async def test_no_charge_when_the_deadline_passes(store: SQLiteStore) -> None:
     assert await store.report(owner.id, task_id, False, NOW + 12, POLICY) == C.REPORT_NOT_RECORDED
 
 
-async def test_refund_on_reportbad(store: SQLiteStore) -> None:
+async def test_refund_on_reportbad(store: Store) -> None:
     owner = await account(store, balance=1_000_000)
     bad = await submit(store, owner, new_task(price=400_000))
     good = await submit(store, owner, new_task(price=100_000), now=NOW + 1)  # solved second
@@ -250,7 +245,7 @@ async def test_refund_on_reportbad(store: SQLiteStore) -> None:
     assert reported is not None and reported.report == "bad"
 
 
-async def test_report_rules(store: SQLiteStore) -> None:
+async def test_report_rules(store: Store) -> None:
     owner = await account(store, balance=1_000_000)
     late = await submit(store, owner, new_task(price=100_000))
     no_refund = await submit(store, owner, new_task(price=100_000))
@@ -266,7 +261,7 @@ async def test_report_rules(store: SQLiteStore) -> None:
         LedgerKind.TOPUP, LedgerKind.CHARGE, LedgerKind.CHARGE]
 
 
-async def test_free_tasks_write_no_ledger_rows(store: SQLiteStore) -> None:
+async def test_free_tasks_write_no_ledger_rows(store: Store) -> None:
     owner = await account(store, balance=5)
     task_id = await submit(store, owner, new_task(price=0))
     await solve_all(store)
@@ -276,14 +271,14 @@ async def test_free_tasks_write_no_ledger_rows(store: SQLiteStore) -> None:
     assert await assert_books_balance(store, owner) == [(LedgerKind.TOPUP, 5, None)]
 
 
-async def test_expiry(store: SQLiteStore) -> None:
+async def test_expiry(store: Store) -> None:
     owner = await account(store)
     task_id = await submit(store, owner, new_task())
     await solve_all(store)
     solved = await store.get_task(owner.id, task_id)
     assert solved is not None and solved.settled_at is not None
-    assert solved.effective_state(solved.settled_at + 899, 900.0) is TaskState.SOLVED
-    assert solved.effective_state(solved.settled_at + 901, 900.0) is TaskState.EXPIRED
+    assert state_at(solved, solved.settled_at + 899) is TaskState.SOLVED
+    assert state_at(solved, solved.settled_at + 901) is TaskState.EXPIRED
     await store.sweep(solved.settled_at + 901, 900.0, 3)
     expired = await store.get_task(owner.id, task_id)
     assert expired is not None and expired.state is TaskState.EXPIRED and expired.answer is None
@@ -292,9 +287,9 @@ async def test_expiry(store: SQLiteStore) -> None:
     pending = await submit(store, owner, new_task(deadline_s=10), now=NOW)
     found = await store.get_task(owner.id, pending)
     assert found is not None
-    assert found.effective_state(NOW + 9, 900.0) is TaskState.PENDING
-    assert found.effective_state(NOW + 11, 900.0) is TaskState.UNSOLVABLE
-    assert found.effective_state(NOW + 10 + 901, 900.0) is TaskState.EXPIRED
+    assert state_at(found, NOW + 9) is TaskState.PENDING
+    assert state_at(found, NOW + 11) is TaskState.UNSOLVABLE
+    assert state_at(found, NOW + 10 + 901) is TaskState.EXPIRED
 
 
 # ------------------------------------------------------------------------------------------ invariant
@@ -304,15 +299,16 @@ operations = st.lists(st.tuples(st.sampled_from(["topup", "submit", "unsolvable"
                                 st.integers(0, 700_000)), min_size=1, max_size=25)
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
-def test_ledger_always_matches_balance(tmp_path: Path, ops: list[tuple[str, int]]) -> None:
+def test_ledger_always_matches_balance(tmp_path: Path, request: pytest.FixtureRequest, backend_name: str,
+                                       ops: list[tuple[str, int]]) -> None:
     """Whatever happens, in any order: sum(ledger) == balance, the balance never goes negative,
     and a task is charged at most once and refunded at most once."""
     async def run() -> None:
-        path = tmp_path / f"{new_key()}.db"
-        store = SQLiteStore(path)
-        await store.open()
+        backend = new_backend(backend_name, tmp_path, lambda: request.getfixturevalue("pg_database"))
+        store = await backend.open()
         try:
             owner = await account(store, threads=1000, balance=500_000)
             ids: list[int] = []
@@ -343,36 +339,5 @@ def test_ledger_always_matches_balance(tmp_path: Path, ops: list[tuple[str, int]
                     if LedgerKind.REFUND in kinds:
                         assert LedgerKind.CHARGE in kinds
         finally:
-            await store.close()
+            await backend.close()
     asyncio.run(run())
-
-
-async def test_a_database_of_an_older_version_is_migrated_with_its_tasks(tmp_path: Path) -> None:
-    """Tasks written under schema version 3 stay findable through the partial indexes of version 4."""
-    from capgate.store.schema import SQLITE_MIGRATIONS
-
-    path = tmp_path / "old.db"
-    old = SQLiteStore(path)
-    await old.open()
-    acc = await account(old, threads=10)
-    now = time.time()
-    pending = (await old.submit(acc, new_task(fingerprint="p"), now, LIMITS)).task_id
-    await old.close()
-    with sqlite3.connect(path) as conn:  # wind the file back to version 3, as an older capgate left it
-        conn.execute("DELETE FROM schema_version WHERE version > 3")
-        for name in ("tasks_account_pending", "tasks_queue", "tasks_due", "tasks_settled"):
-            conn.execute(f"DROP INDEX {name}")
-        for statement in SQLITE_MIGRATIONS[0].split(";") + SQLITE_MIGRATIONS[2].split(";"):
-            if "CREATE INDEX tasks_" in statement and "pingback" not in statement:
-                conn.execute(statement)
-    store = SQLiteStore(path)
-    await store.open()
-    try:
-        assert (await store.submit(acc, new_task(fingerprint="p"), now, LIMITS)).code == C.BAD_DUPLICATES
-        assert await store.working_threads(acc.id, now) == 1
-        assert await store.settle_due(Pool.SANDBOX.value, now + 5, 10, lambda task: ({"text": "x"}, None)) \
-            == [pending]
-        version = store._read_one("SELECT MAX(version) AS v FROM schema_version")
-        assert version is not None and version["v"] == len(SQLITE_MIGRATIONS)
-    finally:
-        await store.close()

@@ -1,0 +1,303 @@
+"""The task lifecycle: every phase a task can be in, every event, and what each event does.
+
+Pure: no I/O and no clock (``now`` is always an argument). Both store backends read a task, ask
+:func:`decide` what an event does to it, and write what it returns; neither decides on its own.
+Admission of a new task (the submit event) is :func:`admit`.
+
+``TABLE`` is the whole state machine, read as "in this phase, this event leads there". A rule's
+guards (who holds the lease, the deadline, the attempts left, the report window) are checked in
+:func:`decide`, the one place that applies the table::
+
+    QUEUED --claim--> LEASED --answer--> SOLVED --report good/bad--> SOLVED --expire--> EXPIRED
+      |                 |  \\--give back / to a person--> QUEUED (UNSOLVABLE when attempts are used up)
+      |                 |  \\--fail--> UNSOLVABLE --expire--> EXPIRED
+      \\--deadline------\\--deadline--> UNSOLVABLE
+
+A lease that runs out is lost without a write: a pending task whose lease has lapsed is QUEUED
+again (any worker may claim it). The sweep writes ``lease_lost`` only for such a task whose last
+attempt it was, which settles it unsolvable.
+
+Money: an answer charges the task's price once; a refund (``reportbad``) gives back at most what
+that answer charged. Nothing else moves money.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal, NamedTuple
+
+from capgate.protocol.codes import C
+from capgate.store.models import Pool, TaskState
+
+
+class Phase(StrEnum):
+    QUEUED = "queued"  # pending, no live lease: a worker may claim it
+    LEASED = "leased"  # pending, a worker holds a live lease
+    SOLVED = "solved"
+    UNSOLVABLE = "unsolvable"  # never charged
+    EXPIRED = "expired"  # settled longer ago than the retention: parameters, images and answer gone
+
+
+class Event(StrEnum):
+    CLAIM = "claim"
+    HEARTBEAT = "heartbeat"
+    ANSWER = "answer"
+    GIVE_BACK = "give_back"  # the worker could not solve it; another attempt may
+    TO_HUMAN = "to_human"  # give back into the human workers' queue
+    FAIL = "fail"  # the worker says no attempt can solve it
+    LEASE_LOST = "lease_lost"  # the lease lapsed (written by the sweep when no attempt is left)
+    DEADLINE = "deadline"  # the task's deadline passed while it was pending
+    REPORT_GOOD = "report_good"
+    REPORT_BAD = "report_bad"
+    EXPIRE = "expire"  # the retention passed since it settled
+
+
+LeaseEffect = Literal["take", "extend", "drop", "clear", "keep"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    to: Phase
+    exhausted: Phase | None = None  # where it goes instead once its attempts are used up
+    lease: LeaseEffect = "keep"  # take: a new lease; drop: end it, keep who held it; clear: forget it
+    attempt: bool = False  # counts as an attempt
+    holder_only: bool = False  # only the worker holding the live lease may cause it
+    charge: bool = False
+    refund: bool = False
+    pool: Pool | None = None  # moves the task to this pool
+    report: str | None = None
+
+
+_GIVE_BACK = Rule(Phase.QUEUED, exhausted=Phase.UNSOLVABLE, lease="clear", holder_only=True)
+
+TABLE: Mapping[Phase, Mapping[Event, Rule]] = {
+    Phase.QUEUED: {
+        Event.CLAIM: Rule(Phase.LEASED, lease="take", attempt=True),
+        Event.LEASE_LOST: Rule(Phase.QUEUED, exhausted=Phase.UNSOLVABLE, lease="clear"),
+        Event.DEADLINE: Rule(Phase.UNSOLVABLE, lease="drop"),
+    },
+    Phase.LEASED: {
+        Event.HEARTBEAT: Rule(Phase.LEASED, lease="extend", holder_only=True),
+        Event.ANSWER: Rule(Phase.SOLVED, lease="drop", holder_only=True, charge=True),
+        Event.GIVE_BACK: _GIVE_BACK,
+        Event.TO_HUMAN: dataclasses.replace(_GIVE_BACK, pool=Pool.HUMAN),
+        Event.FAIL: Rule(Phase.UNSOLVABLE, lease="drop", holder_only=True),
+        Event.DEADLINE: Rule(Phase.UNSOLVABLE, lease="drop"),
+    },
+    Phase.SOLVED: {
+        Event.REPORT_GOOD: Rule(Phase.SOLVED, report="good"),
+        Event.REPORT_BAD: Rule(Phase.SOLVED, report="bad", refund=True),
+        Event.EXPIRE: Rule(Phase.EXPIRED),
+    },
+    Phase.UNSOLVABLE: {
+        Event.EXPIRE: Rule(Phase.EXPIRED),
+    },
+    Phase.EXPIRED: {},
+}
+
+_STATE_OF = {Phase.QUEUED: TaskState.PENDING, Phase.LEASED: TaskState.PENDING, Phase.SOLVED: TaskState.SOLVED,
+             Phase.UNSOLVABLE: TaskState.UNSOLVABLE, Phase.EXPIRED: TaskState.EXPIRED}
+
+
+def states_that_allow(event: Event) -> tuple[TaskState, ...]:
+    """The stored states in which ``event`` may happen, for statements that act on many rows."""
+    return tuple(dict.fromkeys(_STATE_OF[phase] for phase, rules in TABLE.items() if event in rules))
+
+
+_EXPIRES = frozenset(states_that_allow(Event.EXPIRE))
+
+
+def state_as_of(state: TaskState, created_at: float, deadline_at: float, settled_at: float | None, now: float,
+                retention_s: float) -> TaskState:
+    """The state at ``now`` as the sweep will write it: the deadline and expiry events happen when
+    their time comes, but the sweeper writes them about once a second, and a poll must not answer
+    ``CAPCHA_NOT_READY`` for a task whose deadline has passed."""
+    if state is TaskState.PENDING:
+        if now < deadline_at:
+            return state
+        state, settled_at = _STATE_OF[TABLE[Phase.QUEUED][Event.DEADLINE].to], deadline_at
+    if state in _EXPIRES and now - (settled_at if settled_at is not None else created_at) > retention_s:
+        return _STATE_OF[TABLE[Phase(state.value)][Event.EXPIRE].to]
+    return state
+
+
+class TaskView(NamedTuple):
+    """The columns of a task that its lifecycle reads and writes (``_fields``, in this order).
+
+Named tuples, this and the other values here: a sandbox task is decided twice on the store's writer
+thread, so building them must cost little."""
+
+    id: int
+    account_id: int
+    state: TaskState
+    pool: str
+    price: int
+    deadline_at: float
+    not_before: float
+    attempts: int
+    lease_owner: str | None
+    lease_until: float | None
+    settled_at: float | None
+    error: str | None
+    report: str | None
+    answer: str | None  # the answer's json fields, as stored
+    confidence: float | None
+
+    @staticmethod
+    def from_row(row: Any) -> TaskView:
+        """From a row read by column name (either backend's row type)."""
+        return TaskView(
+            id=int(row["id"]), account_id=int(row["account_id"]), state=TaskState(row["state"]),
+            pool=row["pool"], price=int(row["price"]), deadline_at=float(row["deadline_at"]),
+            not_before=float(row["not_before"]), attempts=int(row["attempts"]), lease_owner=row["lease_owner"],
+            lease_until=row["lease_until"], settled_at=row["settled_at"], error=row["error"],
+            report=row["report"], answer=row["answer"], confidence=row["confidence"])
+
+    def phase(self, now: float) -> Phase:
+        if self.state is TaskState.PENDING:
+            live = self.lease_owner is not None and self.lease_until is not None and self.lease_until >= now
+            return Phase.LEASED if live else Phase.QUEUED
+        return Phase(self.state.value)
+
+
+class Context(NamedTuple):
+    """What an event brings with it, and the service's rules that apply."""
+
+    now: float
+    max_attempts: int
+    lease: str | None = None  # the worker's lease: the new one (claim) or the one it holds
+    lease_s: float = 0.0
+    answer: str | None = None
+    confidence: float | None = None
+    error: str | None = None  # the code the customer will read if the task settles unsolvable
+    report_window_s: float = 0.0
+    refund_bad: bool = True
+    retention_s: float = 0.0
+
+
+class Decision(NamedTuple):
+    """What an event does: the task as it is afterwards, the columns it sets, the money it moves."""
+
+    task: TaskView
+    changed: Mapping[str, Any]  # column -> new value: what the store writes
+    charge: int = 0  # micro-dollars taken from the account
+    refund: int = 0  # micro-dollars given back
+
+    def then(self, later: Decision) -> Decision:
+        """This decision followed by ``later`` (taken on this one's task), as one write."""
+        return Decision(later.task, {**self.changed, **later.changed}, self.charge + later.charge,
+                        self.refund + later.refund)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The event may not happen; ``code`` says why in the protocol's words, where it has one."""
+
+    reason: str
+    code: str | None = None
+
+
+def decide(task: TaskView, event: Event, ctx: Context) -> Decision | Refused:
+    phase = task.phase(ctx.now)
+    rule = TABLE[phase].get(event)
+    if rule is None:
+        return _refused_report(task, event) if event in (Event.REPORT_GOOD, Event.REPORT_BAD) \
+            else Refused(f"{event.value} is not possible when {phase.value}")
+    refused = _guard(task, event, rule, ctx)
+    if refused is not None:
+        return refused
+    exhausted = rule.exhausted is not None and task.attempts >= ctx.max_attempts
+    to = rule.exhausted if exhausted and rule.exhausted is not None else rule.to
+    changed: dict[str, Any] = {}
+    if rule.lease == "take":
+        changed.update(lease_owner=ctx.lease, lease_until=ctx.now + ctx.lease_s)
+    elif rule.lease == "extend":
+        changed["lease_until"] = ctx.now + ctx.lease_s
+    elif rule.lease == "drop" or (rule.lease == "clear" and to is Phase.UNSOLVABLE):
+        changed["lease_until"] = None  # settled or past saving: who held it last stays on record
+    elif rule.lease == "clear":
+        changed.update(lease_owner=None, lease_until=None)
+    if rule.attempt:
+        changed["attempts"] = task.attempts + 1
+    if rule.pool is not None:
+        changed["pool"] = rule.pool.value
+    if rule.report is not None:
+        changed["report"] = rule.report
+    charge = refund = 0
+    if to is not phase:
+        changed["state"] = _STATE_OF[to]
+        if to is Phase.SOLVED:
+            changed.update(answer=ctx.answer, confidence=ctx.confidence, settled_at=ctx.now)
+            charge = task.price if rule.charge else 0
+        elif to is Phase.UNSOLVABLE:
+            # A task whose deadline passed settled at its deadline, whenever the sweep saw it.
+            settled = task.deadline_at if event is Event.DEADLINE else ctx.now
+            changed.update(error=ctx.error or C.CAPTCHA_UNSOLVABLE, settled_at=settled)
+        elif to is Phase.EXPIRED:
+            changed["answer"] = None
+    if rule.refund and ctx.refund_bad:
+        refund = task.price  # what the answer charged: a solved task was charged its price once
+    return Decision(task._replace(**changed), changed, charge, refund)
+
+
+def _guard(task: TaskView, event: Event, rule: Rule, ctx: Context) -> Refused | None:
+    now = ctx.now
+    if rule.holder_only and (ctx.lease is None or ctx.lease != task.lease_owner):
+        return Refused("the lease is not this worker's")
+    if event is Event.CLAIM:
+        if ctx.lease is None:
+            return Refused("a claim needs a lease")
+        if task.not_before > now:
+            return Refused("not due yet")
+        if task.attempts >= ctx.max_attempts:
+            return Refused("no attempt left")
+    if event is Event.DEADLINE:
+        return None if now >= task.deadline_at else Refused("the deadline has not passed")
+    if task.state is TaskState.PENDING and now >= task.deadline_at:
+        return Refused("the deadline has passed")
+    if event is Event.LEASE_LOST and task.lease_owner is None and task.attempts < ctx.max_attempts:
+        return Refused("no lease to lose")
+    if event is Event.ANSWER and ctx.answer is None:
+        return Refused("an answer needs its fields")
+    if event in (Event.REPORT_GOOD, Event.REPORT_BAD):
+        if task.report is not None:
+            return Refused("reported already", C.DUPLICATE_REPORT)
+        if task.settled_at is None or now - task.settled_at > ctx.report_window_s:
+            return Refused("too late to report", C.REPORT_NOT_RECORDED)
+    if event is Event.EXPIRE and (task.settled_at is None or now - task.settled_at <= ctx.retention_s):
+        return Refused("still within the retention")
+    return None
+
+
+def _refused_report(task: TaskView, event: Event) -> Refused:
+    if task.report is not None:
+        return Refused("reported already", C.DUPLICATE_REPORT)
+    return Refused(f"{event.value} needs a solved task", C.REPORT_NOT_RECORDED)
+
+
+class Load(NamedTuple):
+    """An account's and the service's pending work, as a submit sees it."""
+
+    threads: int  # the account's cap
+    working: int  # its pending tasks
+    balance: int
+    reserved: int  # the prices of its pending tasks: money already promised
+    duplicate: bool  # the same task is pending for it already
+    queued: int  # pending tasks service-wide
+
+
+def admit(load: Load, price: int, max_pending: int, thread_cap_code: str) -> str | None:
+    """The submit event: ``None`` when a new task may be queued, else the code that refuses it.
+    Checked in this order, as 2captcha answers them."""
+    if load.working >= load.threads:
+        return thread_cap_code
+    if price > 0 and load.balance - load.reserved < price:
+        return C.ZERO_BALANCE
+    if load.duplicate:
+        return C.BAD_DUPLICATES
+    if load.queued >= max_pending:
+        return C.NO_SLOT_AVAILABLE
+    return None
