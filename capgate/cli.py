@@ -1,4 +1,4 @@
-"""The ``capgate`` command: serve, manage keys and workers, solve, train.
+"""The ``capgate`` command: serve, manage keys and worker tokens, solve, train.
 
 Settings come from flags and ``CAPGATE_*`` variables; ``CAPGATE_DB`` names the database for every
 command. Errors are one line on stderr and exit code 2, never a traceback.
@@ -13,6 +13,7 @@ import dataclasses
 import faulthandler
 import io
 import os
+import secrets
 import signal
 import sqlite3
 import sys
@@ -20,12 +21,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from capgate.cliargs import whole_number
+from capgate.cliargs import CliError, add_db_option, whole_number
+from capgate.keys import KEY_LENGTH, PREFIX_LENGTH, TOKEN_PREFIX, hash_secret, new_key
+from capgate.money import micros_to_usd, usd_to_micros
 from capgate.paths import database_url
-from capgate.server.keys import KEY_LENGTH, PREFIX_LENGTH, hash_secret, new_key
+from capgate.protocol.methods import BY_NAME
 from capgate.settings import Settings, from_env
 from capgate.store.base import Store
-from capgate.store.models import Account, micros_to_usd, usd_to_micros
+from capgate.store.models import Account, WorkerToken
 
 T = TypeVar("T")
 Command = Callable[[argparse.Namespace], int]
@@ -35,10 +38,7 @@ _EXTRA_REGISTRARS = ("capgate.workers.command", "capgate.client.command", "capga
 # Far beyond any real account, well inside SQLite's 64-bit integers (balances are micro-dollars).
 MAX_USD = Decimal(1_000_000_000)
 MAX_THREADS = 1_000_000
-
-
-class CliError(Exception):
-    pass
+TOKEN_SHOWN = 8  # characters of a worker token kept beside its hash, to tell tokens apart in a list
 
 
 def _usd(text: str) -> Decimal:
@@ -52,10 +52,10 @@ def _usd(text: str) -> Decimal:
 
 
 def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
-    from capgate.server.app import open_store
+    from capgate.store.factory import open_store
 
     async def run() -> T:
-        store = open_store(settings)
+        store = open_store(settings.db)
         await store.open()
         try:
             return await fn(store)
@@ -215,12 +215,40 @@ def cmd_keys_set(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ worker tokens
+
+
+def _methods(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BY_NAME]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    return names
+
+
+def _describe_worker(worker: WorkerToken) -> str:
+    methods = ",".join(worker.methods) or "any"
+    kind = "human" if worker.human else "program"
+    state = "disabled" if worker.disabled else "active"
+    return f"{worker.id:>5}  {worker.token_prefix}…  {worker.name:<20} {kind:<8} methods={methods}  {state}"
+
+
+def cmd_workers_create(args: argparse.Namespace) -> int:
+    token = TOKEN_PREFIX + secrets.token_hex(20)
+    worker = with_store(settings_from(args), lambda store: store.create_worker(
+        args.name, hash_secret(token), token[:TOKEN_SHOWN], args.methods, args.human))
+    print(f"created worker {worker.id} ({worker.name}); the token is shown only now", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_workers_list(args: argparse.Namespace) -> int:
+    for worker in with_store(settings_from(args), lambda store: store.list_workers()):
+        print(_describe_worker(worker))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
-
-
-def add_db_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=None, help="database (SQLite path or postgresql:// URL); "
-                                                   "default $CAPGATE_DB or .capgate/capgate.db")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="on: keep confirmed and human answers as training labels")
     setting.add_argument("--profile", default=None, help="default OCR profile for this account (or off)")
     setting.set_defaults(func=cmd_keys_set)
+
+    workers = sub.add_parser("workers", help="worker tokens for the worker API").add_subparsers(
+        dest="workers_command", required=True)
+    create = workers.add_parser("create", help="create a worker token; prints it alone on the last line")
+    add_db_option(create)
+    create.add_argument("name")
+    create.add_argument("--methods", type=_methods, default=[], help="comma-separated; default: any method")
+    create.add_argument("--human", action="store_true", help="a person (human-solver page): also gets "
+                                                             "low-confidence OCR tasks")
+    create.set_defaults(func=cmd_workers_create)
+    listing = workers.add_parser("list", help="list worker tokens")
+    add_db_option(listing)
+    listing.set_defaults(func=cmd_workers_list)
 
     import importlib
 

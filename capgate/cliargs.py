@@ -1,9 +1,23 @@
-"""Argument types shared by every ``capgate`` subcommand: numbers with bounds, one clear message."""
+"""What every ``capgate`` subcommand shares: argument types with one clear message, the ``--db``
+option, and the error that ends a command with that message.
+
+A leaf module (the standard library only): the client's and the worker's subcommands use it
+without loading the service's layers.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+
+
+class CliError(Exception):
+    """Ends a command: ``capgate: <message>`` on stderr and exit code 2, never a traceback."""
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, help="database (SQLite path or postgresql:// URL); "
+                                                   "default $CAPGATE_DB or .capgate/capgate.db")
 
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:

@@ -2,6 +2,9 @@
 
 A fast hash is enough: keys are 128 random bits, so there is nothing to brute-force from a leaked
 hash, and a slow hash would cost every request a few milliseconds.
+
+A leaf module: the CLI makes secrets, the server checks them, and the store only ever sees their
+hashes, so none of those layers owns hashing.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import secrets
 
 KEY_LENGTH = 32
 PREFIX_LENGTH = 6
+TOKEN_PREFIX = "cgw_"  # every worker token starts so: a key sent as a token is refused before a look-up
 
 
 def new_key() -> str:

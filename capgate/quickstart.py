@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from capgate.keys import PREFIX_LENGTH, hash_secret, new_key, well_formed
+from capgate.money import usd_to_micros
 from capgate.paths import data_dir
-from capgate.server.app import open_store
-from capgate.server.keys import PREFIX_LENGTH, hash_secret, new_key, well_formed
 from capgate.settings import Settings, from_env
-from capgate.store.models import usd_to_micros
+from capgate.store.factory import open_store
 
 
 async def _ensure_key(settings: Settings) -> str:
     path = data_dir(settings.db) / "quickstart.key"
-    store = open_store(settings)
+    store = open_store(settings.db)
     await store.open()
     try:
         if path.is_file():

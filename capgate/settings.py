@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from capgate.money import usd_to_micros
 from capgate.paths import database_url
 from capgate.protocol.codes import C
 from capgate.protocol.methods import BY_NAME
-from capgate.store.models import usd_to_micros
 
 
 @dataclass(frozen=True)

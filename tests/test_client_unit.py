@@ -39,7 +39,7 @@ from capgate.client import (
 )
 from capgate.client._engine import BATCHABLE, Engine, Options, Reply, Sleep
 from capgate.client._methods import Methods
-from capgate.protocol import wire
+from capgate.protocol import answers, wire
 from capgate.protocol.answers import (
     Answer,
     AnswerKind,
@@ -179,7 +179,8 @@ class FakeService:
         if task.error:
             return wire.code(task.error)
         assert task.answer is not None
-        return wire.answer(task.answer, task.method.answer)
+        kind = task.method.answer  # the answer as a server stores it, then renders it
+        return wire.solved(kind, answers.dumps(answers.encode_json(task.answer, kind)))
 
     def hold(self, tasks: list[FakeTask | None], params: dict[str, str], any_of: bool) -> None:
         wait = float(params.get("wait") or 0)

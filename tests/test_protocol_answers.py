@@ -50,6 +50,19 @@ any_answer = (text_answers | token_answers | token_ua_answers | geetest_answers 
               | cells_answers | object_answers)
 
 
+def kind_of(answer: Answer) -> AnswerKind:
+    """The kind a task must have for this answer to be its own (a token with a user agent: TOKEN_UA)."""
+    if isinstance(answer, TokenAnswer):
+        return AnswerKind.TOKEN if answer.user_agent is None else AnswerKind.TOKEN_UA
+    return {TextAnswer: AnswerKind.TEXT, GeeTestAnswer: AnswerKind.GEETEST, ClearanceAnswer: AnswerKind.CLEARANCE,
+            CellsAnswer: AnswerKind.CELLS, ObjectAnswer: AnswerKind.OBJECT}[type(answer)]
+
+
+def stored(answer: Answer, kind: AnswerKind) -> str:
+    """An answer as the store keeps it: its json=1 fields, as JSON text the way the store writes it."""
+    return json.dumps(answers.encode_json(answer, kind), ensure_ascii=False)
+
+
 def plain_representable(answer: Answer) -> bool:
     """The documented limits of the plain format, and nothing else."""
     if isinstance(answer, TokenAnswer):
@@ -72,7 +85,7 @@ def plain_representable(answer: Answer) -> bool:
 @example(TokenAnswer("03AGdBq24|PBCbw;x:y,z", "UA; with; semicolons"))
 @example(ClearanceAnswer("cf_clearance=x;user_agent=y", "UA"))
 def test_json_round_trip(answer: Answer) -> None:
-    kind = answers.kind_of(answer)
+    kind = kind_of(answer)
     fields = answers.encode_json(answer, kind)
     # through real JSON text, as a client receives it
     body = json.loads(answers.dumps({"status": 1, **fields}))
@@ -86,7 +99,7 @@ def test_json_round_trip(answer: Answer) -> None:
 @example(ClearanceAnswer("abc123", "Mozilla/5.0 (X11; Linux x86_64;user_agent=x) Gecko"))
 @example(TextAnswer("OK|CAPCHA_NOT_READY|ERROR_ZERO_BALANCE"))
 def test_plain_round_trip(answer: Answer) -> None:
-    kind = answers.kind_of(answer)
+    kind = kind_of(answer)
     assert answers.decode_plain(kind, answers.encode_plain(answer)) == answer
 
 
@@ -105,15 +118,34 @@ def test_plain_token_ua_keeps_the_token(answer: TokenAnswer) -> None:
 @example(TextAnswer("\n"), "plain")
 @example(ClearanceAnswer("cf_clearance=x;user_agent=y", "UA"), "json")  # json has no marker limit
 def test_wire_round_trip(answer: Answer, mode: str) -> None:
-    """Through the server's reply builder and the client's body parser: the whole path."""
-    kind = answers.kind_of(answer)
+    """From the stored answer through the server's reply and the client's body parser: the whole path."""
+    kind = kind_of(answer)
     if mode == "plain" and not plain_representable(answer):
         return
-    body, content_type = wire.answer(answer, kind).render(mode == "json")
+    body, content_type = wire.solved(kind, stored(answer, kind)).render(mode == "json")
     assert content_type == (wire.JSON_TYPE if mode == "json" else wire.PLAIN_TYPE)
     parsed = wire.parse(body)
     assert parsed.outcome is wire.Outcome.OK
     assert parsed.answer(kind) == answer
+
+
+@settings(max_examples=300)
+@given(any_answer, st.sampled_from(list(AnswerKind)))
+@example(TokenAnswer("t"), AnswerKind.TOKEN_UA)  # a UA-bound token sent without its user agent
+@example(TokenAnswer("t", "UA"), AnswerKind.TOKEN)
+@example(ObjectAnswer({"x": 1.0, "y": [1e300, -0.0]}), AnswerKind.OBJECT)
+def test_stored_answer_renders_as_the_typed_answer(answer: Answer, kind: AnswerKind) -> None:
+    """A poll renders the stored fields straight to bytes: exactly the bytes the typed answer gives."""
+    if kind is not kind_of(answer) and not (isinstance(answer, TokenAnswer) and kind in (AnswerKind.TOKEN,
+                                                                                          AnswerKind.TOKEN_UA)):
+        return
+    fields = answers.encode_json(answer, kind)
+    plain = "OK|" + answers.encode_plain(answer)
+    assert wire.solved(kind, stored(answer, kind)).render(False)[0] == plain.encode()
+    assert wire.solved(kind, stored(answer, kind)).render(True)[0] == answers.dumps({"status": 1, **fields}).encode()
+    priced = wire.solved(kind, stored(answer, kind), "0.001")
+    assert priced.render(False)[0] == f"{plain}|0.001".encode()
+    assert priced.render(True)[0] == answers.dumps({"status": 1, **fields, "price": "0.001"}).encode()
 
 
 # ----------------------------------------------------------------------------------- exact shapes
@@ -202,13 +234,3 @@ def test_malformed_plain_payloads_raise(kind: AnswerKind, payload: str) -> None:
 def test_malformed_json_bodies_raise(kind: AnswerKind, body: dict[str, Any]) -> None:
     with pytest.raises(AnswerFormatError):
         answers.decode_json(kind, body)
-
-
-def test_kind_of() -> None:
-    assert answers.kind_of(TextAnswer("a")) is AnswerKind.TEXT
-    assert answers.kind_of(TokenAnswer("a")) is AnswerKind.TOKEN
-    assert answers.kind_of(TokenAnswer("a", "u")) is AnswerKind.TOKEN_UA
-    assert answers.kind_of(GeeTestAnswer("a", "b", "c")) is AnswerKind.GEETEST
-    assert answers.kind_of(ClearanceAnswer("a", "b")) is AnswerKind.CLEARANCE
-    assert answers.kind_of(CellsAnswer((1,))) is AnswerKind.CELLS
-    assert answers.kind_of(ObjectAnswer({})) is AnswerKind.OBJECT

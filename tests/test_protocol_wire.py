@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from capgate.protocol import wire
+from capgate.protocol import answers, wire
 from capgate.protocol.answers import (
     Answer,
     AnswerKind,
@@ -83,12 +85,6 @@ def test_split_batch() -> None:
     assert wire.split_batch("challenge:c,validate:v,seccode:s|jordan|CAPCHA_NOT_READY", 2) is None
 
 
-def test_split_price() -> None:
-    assert wire.split_price("abc123|0.001") == ("abc123", "0.001")
-    assert wire.split_price("challenge:c,validate:v,seccode:s|jordan|0.50") == (
-        "challenge:c,validate:v,seccode:s|jordan", "0.50")
-
-
 # ------------------------------------------------------------------------------------------ rendering
 
 
@@ -105,7 +101,7 @@ def test_render_ok_and_codes() -> None:
     assert wire.bare("1.234").render(True)[0] == b'{"status":1,"request":"1.234"}'
 
 
-@pytest.mark.parametrize(("answer", "kind", "plain", "json"), [
+@pytest.mark.parametrize(("answer", "kind", "plain", "json_body"), [
     (TextAnswer("abc123"), AnswerKind.TEXT, b"OK|abc123", b'{"status":1,"request":"abc123"}'),
     (TextAnswer("é|x"), AnswerKind.TEXT, "OK|é|x".encode(), '{"status":1,"request":"é|x"}'.encode()),
     (TokenAnswer("T"), AnswerKind.TOKEN, b"OK|T", b'{"status":1,"request":"T"}'),
@@ -119,17 +115,17 @@ def test_render_ok_and_codes() -> None:
     (ObjectAnswer({"answer": "a", "challenge_id": "b"}), AnswerKind.OBJECT,
      b'OK|{"answer":"a","challenge_id":"b"}', b'{"status":1,"request":{"answer":"a","challenge_id":"b"}}'),
 ])
-def test_render_answers(answer: Answer, kind: AnswerKind, plain: bytes, json: bytes) -> None:
-    assert wire.answer(answer, kind).render(False) == (plain, wire.PLAIN_TYPE)
-    assert wire.answer(answer, kind).render(True) == (json, wire.JSON_TYPE)
+def test_render_answers(answer: Answer, kind: AnswerKind, plain: bytes, json_body: bytes) -> None:
+    # stored as the store writes it: the json=1 fields, with json.dumps's default spacing
+    reply = wire.solved(kind, json.dumps(answers.encode_json(answer, kind), ensure_ascii=False))
+    assert reply.render(False) == (plain, wire.PLAIN_TYPE)
+    assert reply.render(True) == (json_body, wire.JSON_TYPE)
 
 
 def test_render_get2_and_batch() -> None:
-    reply = wire.answer_with_price(TextAnswer("abc"), AnswerKind.TEXT, "0.001")
+    reply = wire.solved(AnswerKind.TEXT, '{"request": "abc"}', "0.001")
     assert reply.render(False)[0] == b"OK|abc|0.001"
     assert reply.render(True)[0] == b'{"status":1,"request":"abc","price":"0.001"}'
-    value, price = wire.split_price(wire.parse(reply.render(False)[0]).text)
-    assert (value, price) == ("abc", "0.001")
     batch = wire.batch(["abc", "CAPCHA_NOT_READY", "ERROR_CAPTCHA_UNSOLVABLE"])
     assert batch.render(False)[0] == b"abc|CAPCHA_NOT_READY|ERROR_CAPTCHA_UNSOLVABLE"
     assert batch.render(True)[0] == b'{"status":1,"request":"abc|CAPCHA_NOT_READY|ERROR_CAPTCHA_UNSOLVABLE"}'

@@ -76,20 +76,6 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def kind_of(answer: Answer) -> AnswerKind:
-    if isinstance(answer, TextAnswer):
-        return AnswerKind.TEXT
-    if isinstance(answer, TokenAnswer):
-        return AnswerKind.TOKEN if answer.user_agent is None else AnswerKind.TOKEN_UA
-    if isinstance(answer, GeeTestAnswer):
-        return AnswerKind.GEETEST
-    if isinstance(answer, ClearanceAnswer):
-        return AnswerKind.CLEARANCE
-    if isinstance(answer, CellsAnswer):
-        return AnswerKind.CELLS
-    return AnswerKind.OBJECT
-
-
 # ---------------------------------------------------------------------------------------------- encode
 
 
@@ -128,6 +114,19 @@ def encode_json(answer: Answer, kind: AnswerKind | None = None) -> dict[str, Any
     if isinstance(answer, CellsAnswer):
         return {"request": dumps(list(answer.cells))}
     return {"request": dict(answer.fields)}
+
+
+def plain_from_json(kind: AnswerKind, fields: Mapping[str, Any]) -> str:
+    """The payload after ``OK|`` read off an answer's json=1 fields (``encode_json``'s, as the store
+    keeps them): what ``encode_plain`` gives for the answer they encode, without building it."""
+    request = fields["request"]
+    if kind is AnswerKind.GEETEST:
+        return f"challenge:{request['challenge']},validate:{request['validate']},seccode:{request['seccode']}"
+    if kind is AnswerKind.CLEARANCE:
+        return f"{_CF_PREFIX}{request}{_UA_MARKER}{fields['user_agent']}"
+    if kind is AnswerKind.OBJECT:
+        return dumps(request)
+    return str(request)  # text, a token, or cells (already their compact JSON list)
 
 
 # ---------------------------------------------------------------------------------------------- decode

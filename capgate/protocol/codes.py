@@ -133,10 +133,6 @@ def lookup(body: str) -> Code | None:
     return code
 
 
-def is_code(body: str) -> bool:
-    return lookup(body) is not None
-
-
 class C:
     """Names of the codes the server emits, checked at import so a typo fails loudly."""
 

@@ -55,14 +55,16 @@ def code(name: str) -> Reply:
     return Reply(0, name, {"request": name, **extra})
 
 
-def answer(result: Answer, kind: AnswerKind) -> Reply:
-    return Reply(1, "OK|" + answers.encode_plain(result), answers.encode_json(result, kind))
-
-
-def answer_with_price(result: Answer, kind: AnswerKind, price: str) -> Reply:
-    """``get2``: plain ``OK|<answer>|<price>``; json adds ``"price"``."""
-    return Reply(1, f"OK|{answers.encode_plain(result)}|{price}",
-                 {**answers.encode_json(result, kind), "price": price})
+def solved(kind: AnswerKind, stored: str, price: str | None = None) -> Reply:
+    """A solved task's reply from its answer as the store keeps it: the json=1 fields as JSON text
+    (``answers.encode_json``). One parse and no typed answer in between: the fields are the json body,
+    and the plain payload is read off them. With ``price`` (``get2``), plain is
+    ``OK|<answer>|<price>`` and json adds ``"price"``."""
+    fields: dict[str, Any] = json.loads(stored)
+    payload = answers.plain_from_json(kind, fields)
+    if price is None:
+        return Reply(1, "OK|" + payload, fields)
+    return Reply(1, f"OK|{payload}|{price}", {**fields, "price": price})
 
 
 def batch(items: Sequence[str]) -> Reply:
@@ -142,9 +144,3 @@ def split_batch(payload: str, count: int) -> list[str] | None:
     (the caller then asks for those tasks one by one)."""
     items = payload.split("|")
     return items if len(items) == count else None
-
-
-def split_price(payload: str) -> tuple[str, str]:
-    """``get2`` payload ``<answer>|<price>``: the price is after the *last* ``|``."""
-    value, _, price = payload.rpartition("|")
-    return value, price

@@ -20,7 +20,6 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from capgate.paths import sqlite_path
 from capgate.protocol import wire
 from capgate.protocol.codes import C
 from capgate.server.params import (
@@ -36,8 +35,9 @@ from capgate.server.pingback import PingbackSender
 from capgate.server.service import Service
 from capgate.server.workers import WorkerApi
 from capgate.settings import Settings
-from capgate.solvers.sandbox import SandboxWorker
 from capgate.store.base import Store
+from capgate.store.factory import open_store
+from capgate.workers.sandbox import SandboxWorker
 
 log = logging.getLogger("capgate.server")
 SWEEP_EVERY_S = 1.0
@@ -45,17 +45,6 @@ HUMAN_PAGE = Path(__file__).parent / "static" / "human.html"
 
 Handler = Callable[[str, RequestParams], Awaitable[wire.Reply]]
 Extension = Callable[[Service], AsyncIterator[None]]
-
-
-def open_store(settings: Settings) -> Store:
-    path = sqlite_path(settings.db)
-    if path is None:
-        from capgate.store.postgres import PostgresStore
-
-        return PostgresStore(settings.db)
-    from capgate.store.sqlite import SQLiteStore
-
-    return SQLiteStore(Path(path))
 
 
 async def _receive_body(receive: Receive, declared: int | None, limit: int) -> bytes:
@@ -159,7 +148,7 @@ def create_app(settings: Settings, store: Store | None = None,
                extensions: tuple[Extension, ...] = ()) -> ProtocolApp:
     """The ASGI app. ``extensions`` are async context managers run for the app's life (workers
     that live in the server process, such as the OCR worker)."""
-    service = Service(settings, store or open_store(settings))
+    service = Service(settings, store or open_store(settings.db))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -19,17 +19,11 @@ from dataclasses import dataclass
 import pybase64
 from PIL import Image
 
+from capgate.imageformat import sniff
 from capgate.protocol.codes import C
 
 ALLOWED_EXTENSIONS = frozenset({"jpg", "jpeg", "gif", "png", "webp", "bmp"})
 _DATA_URI = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-)
 
 
 class ImageRejected(Exception):
@@ -75,15 +69,6 @@ def check_extension(filename: str) -> None:
     suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if suffix and suffix not in ALLOWED_EXTENSIONS:
         raise ImageRejected(C.WRONG_FILE_EXTENSION)
-
-
-def sniff(data: bytes) -> str | None:
-    for magic, kind in _MAGIC:
-        if data.startswith(magic):
-            return kind
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def check_image(data: bytes, limits: ImageLimits) -> str:

@@ -22,7 +22,6 @@ import httpx
 from capgate.protocol import answers
 from capgate.protocol.codes import C
 from capgate.protocol.methods import BY_NAME
-from capgate.protocol.wire import Outcome, Parsed
 from capgate.settings import Settings
 from capgate.store.base import Store
 from capgate.store.models import Task, TaskState
@@ -43,7 +42,7 @@ class Refused(Exception):
 def pingback_code(task: Task) -> str:
     if task.state is TaskState.SOLVED and task.answer is not None:
         kind = BY_NAME[task.method].answer
-        return answers.encode_plain(Parsed(Outcome.OK, "", task.answer).answer(kind))
+        return answers.plain_from_json(kind, task.answer)
     return task.error or C.CAPTCHA_UNSOLVABLE
 
 

@@ -11,22 +11,25 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from capgate.keys import hash_secret, well_formed
+from capgate.money import micros_to_usd
 from capgate.protocol import wire
 from capgate.protocol.codes import OK_REPORT_RECORDED, C
 from capgate.protocol.methods import BY_NAME
 from capgate.protocol.wire import Reply
-from capgate.server.dispatch import Dispatcher
-from capgate.server.keys import hash_secret, well_formed
-from capgate.server.labels import keep_task_label
 from capgate.server.memo import Memo
-from capgate.server.notify import SettleHub
 from capgate.server.params import RequestParams
 from capgate.server.submit import Rejected, build_task
 from capgate.server.turns import SubmitTurns
 from capgate.settings import Settings
 from capgate.solvers import sandbox
 from capgate.store.base import ReportPolicy, Store, SubmitLimits
-from capgate.store.models import Account, TaskOutcome, TaskState, micros_to_usd
+from capgate.store.lifecycle import state_as_of
+from capgate.store.models import Account, TaskOutcome, TaskState
+from capgate.workers.dispatch import Dispatcher
+from capgate.workers.labels import keep_task_label
+from capgate.workers.notify import SettleHub
+from capgate.workers.sandbox import SandboxWorker
 
 MAX_BATCH_IDS = 100
 AUTH_MEMO_S = 0.2
@@ -41,7 +44,7 @@ class Service:
         self.store = store
         self.hub = hub or SettleHub()
         self.dispatcher = Dispatcher(settings, store, self.hub)
-        self.sandbox: sandbox.SandboxWorker | None = None
+        self.sandbox: SandboxWorker | None = None
         self.builtin_methods: set[str] = set()  # served by in-process workers (OCR)
         self._presence: tuple[float, set[str]] = (0.0, set())
         self._turns = SubmitTurns(settings.submit_turns, settings.turn_window, settings.turn_block)
@@ -49,8 +52,8 @@ class Service:
         self._accounts: Memo[str, Account] = Memo(AUTH_MEMO_S)
         self._pending_outcomes: Memo[int, tuple[int, TaskOutcome]] = Memo(OUTCOME_MEMO_S)
         self._settled_outcomes: Memo[int, tuple[int, TaskOutcome]] = Memo(SETTLED_MEMO_S)
-        # The reply made for a memoised solved outcome (the same object): decoding and encoding its
-        # answer was most of what a solved poll cost.
+        # The reply made for a memoised solved outcome (the same object): parsing its stored answer
+        # is most of what a solved poll costs beside the store read.
         self._answer_replies: Memo[int, tuple[TaskOutcome, Reply]] = Memo(SETTLED_MEMO_S)
         self.hub.on_settle.append(self._forget_outcome)
         self._actions: dict[str, Callable[[Account, RequestParams, float], Awaitable[Reply]]] = {
@@ -97,11 +100,12 @@ class Service:
         now = time.time()
         try:
             account = await self.authenticate(ip, request.get("key").strip(), now)
-            return await self._submit(account, request, now)
+            return wire.ok(str(await self._submit(account, request, now)))
         except Rejected as exc:
             return wire.code(exc.code)
 
-    async def _submit(self, account: Account, request: RequestParams, now: float) -> Reply:
+    async def _submit(self, account: Account, request: RequestParams, now: float) -> int:
+        """Store the task the request describes; its id, or :class:`Rejected` with the code."""
         if not self._turns.allow(account.id, now):
             raise Rejected(C.MAX_USER_TURN)
         directives = sandbox.directives(request.values) if account.sandbox else None
@@ -127,7 +131,7 @@ class Service:
                 self.sandbox.due_at(task.not_before)
         else:
             self.hub.queued()
-        return wire.ok(str(outcome.task_id))
+        return outcome.task_id
 
     async def solve_now(self, ip: str, request: RequestParams) -> Reply:
         """``solve.php``: in.php and res.php in one call, holding the request until the task settles
@@ -135,8 +139,7 @@ class Service:
         now = time.time()
         try:
             account = await self.authenticate(ip, request.get("key").strip(), now)
-            submitted = await self._submit(account, request, now)
-            task_id = int(submitted.plain[3:])
+            task_id = await self._submit(account, request, now)
 
             async def settled() -> bool:
                 task = (await self.store.outcomes(account.id, [task_id])).get(task_id)
@@ -176,7 +179,8 @@ class Service:
     def _slot(self, task: TaskOutcome | None, now: float) -> tuple[TaskState, TaskOutcome | None]:
         if task is None:
             return TaskState.EXPIRED, None
-        return task.effective_state(now, self.settings.retention), task
+        return state_as_of(task.state, task.created_at, task.deadline_at, task.settled_at, now,
+                           self.settings.retention), task
 
     def _reply_for(self, task: TaskOutcome | None, now: float, price: bool = False) -> Reply:
         state, found = self._slot(task, now)
@@ -191,10 +195,10 @@ class Service:
             if made is not None and made[0] is found:
                 return made[1]
         kind = BY_NAME[found.method].answer
-        answer = wire.Parsed(wire.Outcome.OK, "", found.answer or {}).answer(kind)
+        stored = found.answer_json or "{}"  # a solved task always has one; "{}" fails loudly, as it should
         if price:
-            return wire.answer_with_price(answer, kind, micros_to_usd(found.price))
-        reply = wire.answer(answer, kind)
+            return wire.solved(kind, stored, micros_to_usd(found.price))
+        reply = wire.solved(kind, stored)
         self._answer_replies.put(found.id, (found, reply), now)
         return reply
 

@@ -16,15 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from capgate.keys import TOKEN_PREFIX, hash_secret
 from capgate.protocol.methods import BY_NAME
-from capgate.server.dispatch import AnswerRejected, Claimed, Dispatcher, answer_from_fields
-from capgate.server.keys import hash_secret
 from capgate.server.params import BodyTooLarge, read_body
 from capgate.store.models import Pool, WorkerToken
+from capgate.workers.dispatch import AnswerRejected, Claimed, Dispatcher, answer_from_fields
 from capgate.workers.source import visible_settings
 
 PREFIX = "/worker/v1"
-TOKEN_PREFIX = "cgw_"
 PRESENCE_EVERY_S = 5.0
 BODY_LIMIT = 2 * 1024 * 1024
 
@@ -127,11 +126,12 @@ class WorkerApi:
         task = await self.dispatcher.store.leased_task(task_id, lease)
         if task is None:
             raise ApiError(409, "not accepted: the lease is no longer yours or the task is settled")
+        kind = BY_NAME[task.method].answer
         try:
-            answer = answer_from_fields(BY_NAME[task.method].answer, raw_answer)
+            answer = answer_from_fields(kind, raw_answer)
         except AnswerRejected as exc:
             raise ApiError(400, str(exc)) from None
-        if not await self.dispatcher.answer(task_id, lease, answer,
+        if not await self.dispatcher.answer(task_id, lease, kind, answer,
                                             float(confidence) if confidence is not None else None,
                                             human=worker.human):
             raise ApiError(409, "not accepted: the lease is no longer yours or the task is settled")

@@ -1,7 +1,8 @@
-"""The sandbox worker: answers every task of a sandbox account, deterministically and fakely.
+"""The sandbox's answers: fake, deterministic answers for every task of a sandbox account.
 
 Integrations test against it without real solving. Answers depend only on the task's parameters and
-images, so the same submit always gets the same answer; tokens say they are fake.
+images, so the same submit always gets the same answer; tokens say they are fake. Pure code: the loop
+that settles sandbox tasks in the store is ``capgate.workers.sandbox``.
 
 Magic inputs (put them in any parameter: ``pageurl``, ``sitekey``, ``textinstructions``, or a
 ``sandbox`` parameter that other services ignore):
@@ -19,14 +20,11 @@ Magic inputs (put them in any parameter: ``pageurl``, ``sitekey``, ``textinstruc
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import heapq
-import logging
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from capgate.protocol import answers
 from capgate.protocol.answers import (
@@ -41,17 +39,26 @@ from capgate.protocol.answers import (
 )
 from capgate.protocol.codes import CODES, C, Endpoint
 from capgate.protocol.methods import BY_NAME, IMAGE_PARAMS
-from capgate.store.base import Store
-from capgate.store.models import Pool, Task
-from capgate.waiting import wait_event
 
-log = logging.getLogger("capgate.sandbox")
-
-WORKER_NAME = "sandbox"
-BATCH = 256
 FAKE_USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
                    "capgate-sandbox/1.0 FAKE")
 _DIRECTIVE = re.compile(r"sandbox-(unsolvable|noslot|slow-(\d+(?:\.\d+)?)|error-([A-Z_]+)|answer-([^\s&]+))")
+
+
+class Task(Protocol):
+    """What an answer is made from: the store's task has these, and nothing here needs more."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def params(self) -> Mapping[str, str]: ...
+
+    @property
+    def created_at(self) -> float: ...
+
+    @property
+    def fingerprint(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -165,45 +172,3 @@ def solve(task: Task) -> tuple[dict[str, object] | None, str | None]:
     digest = hashlib.sha256(task.fingerprint.encode()).hexdigest()  # hex of a fixed length, whatever was stored
     result = _BUILDERS[kind](task, digest, found)
     return answers.encode_json(result, kind), None
-
-
-class SandboxWorker:
-    """Claims due sandbox tasks through the same store contract as every other worker."""
-
-    def __init__(self, store: Store, on_settled: Callable[[int], None]) -> None:
-        self.store = store
-        self.on_settled = on_settled
-        self._wake = asyncio.Event()
-        self._due: list[float] = []  # heap of due times of tasks submitted through this process
-
-    def due_at(self, when: float) -> None:
-        """A sandbox task was submitted here: wake up when it is due, not on the next tick."""
-        heapq.heappush(self._due, when)
-        self._wake.set()
-
-    async def run(self, idle_s: float = 0.5) -> None:
-        while True:
-            try:
-                worked = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sandbox worker step failed")
-                worked = False
-            if worked:
-                continue
-            now = time.time()
-            if self._due and self._due[0] <= now:
-                while self._due and self._due[0] <= now:
-                    heapq.heappop(self._due)
-                continue  # something fell due since the claim: claim again before sleeping
-            wait = idle_s if not self._due else min(idle_s, self._due[0] - now)
-            self._wake.clear()
-            await wait_event(self._wake, wait)
-
-    async def step(self) -> bool:
-        """Settle every due sandbox task in one transaction: a burst of submits can't starve it."""
-        settled = await self.store.settle_due(Pool.SANDBOX.value, time.time(), BATCH, solve)
-        for task_id in settled:
-            self.on_settled(task_id)
-        return bool(settled)

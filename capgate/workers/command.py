@@ -1,61 +1,23 @@
-"""``capgate workers create|list`` (worker tokens) and ``capgate worker`` (run a worker elsewhere)."""
+"""``capgate worker``: run a worker on another machine, against a capgate server's worker API.
+
+Worker tokens (``capgate workers create|list``) are made where the database is, by ``capgate.cli``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import secrets
 import signal
 import sys
 from typing import Any
 
-from capgate.protocol.methods import BY_NAME
-from capgate.server.keys import hash_secret
-from capgate.server.workers import TOKEN_PREFIX
-from capgate.store.models import WorkerToken
+from capgate.cliargs import CliError
 
-TOKEN_SHOWN = 8
 STOP_GRACE_S = 5.0
 
 
-def _methods(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in BY_NAME]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
-    return names
-
-
-def _describe(worker: WorkerToken) -> str:
-    methods = ",".join(worker.methods) or "any"
-    kind = "human" if worker.human else "program"
-    state = "disabled" if worker.disabled else "active"
-    return f"{worker.id:>5}  {worker.token_prefix}…  {worker.name:<20} {kind:<8} methods={methods}  {state}"
-
-
-def cmd_create(args: argparse.Namespace) -> int:
-    from capgate.cli import settings_from, with_store
-
-    token = TOKEN_PREFIX + secrets.token_hex(20)
-    worker = with_store(settings_from(args), lambda store: store.create_worker(
-        args.name, hash_secret(token), token[:TOKEN_SHOWN], args.methods, args.human))
-    print(f"created worker {worker.id} ({worker.name}); the token is shown only now", file=sys.stderr)
-    print(token)
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from capgate.cli import settings_from, with_store
-
-    for worker in with_store(settings_from(args), lambda store: store.list_workers()):
-        print(_describe(worker))
-    return 0
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
-    from capgate.cli import CliError
-
     if not args.ocr:
         raise CliError("say which worker to run: --ocr")
     if not args.server or not args.token:
@@ -103,21 +65,6 @@ async def _run_remote_ocr(server: str, token: str, processes: int) -> None:
 
 
 def register(sub: Any) -> None:
-    from capgate.cli import add_db_option
-
-    workers = sub.add_parser("workers", help="worker tokens for the worker API").add_subparsers(
-        dest="workers_command", required=True)
-    create = workers.add_parser("create", help="create a worker token; prints it alone on the last line")
-    add_db_option(create)
-    create.add_argument("name")
-    create.add_argument("--methods", type=_methods, default=[], help="comma-separated; default: any method")
-    create.add_argument("--human", action="store_true", help="a person (human-solver page): also gets "
-                                                             "low-confidence OCR tasks")
-    create.set_defaults(func=cmd_create)
-    listing = workers.add_parser("list", help="list worker tokens")
-    add_db_option(listing)
-    listing.set_defaults(func=cmd_list)
-
     worker = sub.add_parser("worker", help="run a worker against a capgate server")
     worker.add_argument("--ocr", action="store_true", help="the OCR worker (image captchas)")
     worker.add_argument("--server", default=os.environ.get("CAPGATE_SERVER", ""))

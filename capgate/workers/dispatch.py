@@ -27,11 +27,11 @@ from capgate.protocol.answers import (
 )
 from capgate.protocol.codes import CODES, C, Family
 from capgate.protocol.methods import BY_NAME
-from capgate.server.labels import keep_task_label
-from capgate.server.notify import SettleHub
 from capgate.settings import Settings
 from capgate.store.base import Store
-from capgate.store.models import Pool, Task
+from capgate.store.models import Task
+from capgate.workers.labels import keep_task_label
+from capgate.workers.notify import SettleHub
 
 CLAIM_RECHECK_S = 0.5
 MAX_CLAIM_WAIT_S = 30.0
@@ -125,17 +125,20 @@ class Dispatcher:
             return now + lease_s
         return None
 
-    async def answer(self, task_id: int, lease: str, answer: Answer, confidence: float | None,
-                     human: bool = False) -> bool:
+    async def answer(self, task_id: int, lease: str, kind: AnswerKind, answer: Answer,
+                     confidence: float | None, human: bool = False) -> bool:
         """Settle as solved (and charge). ``False`` if the lease is no longer this worker's: a task is
-        never answered twice. A person's answer is kept as a label where the account opted in."""
+        never answered twice. A person's answer is kept as a label where the account opted in.
+
+        ``kind`` is the task's answer kind (its method's), which the stored fields follow: a poll
+        sends them as they are (``wire.solved``), so they must be what res.php sends for that kind."""
         task = await self.store.leased_task(task_id, lease) if human else None
-        done = await self.store.complete(task_id, lease, answers_fields(answer), confidence, time.time())
+        stored = answers.encode_json(answer, kind)
+        done = await self.store.complete(task_id, lease, stored, confidence, time.time())
         if done:
             self._settled(task_id)
             if task is not None:
-                solved = dataclasses.replace(task, answer=answers_fields(answer))
-                await keep_task_label(self.store, self.settings, solved)
+                await keep_task_label(self.store, self.settings, dataclasses.replace(task, answer=stored))
         return done
 
     async def fail(self, task_id: int, lease: str, error: str | None, to_human: bool = False,
@@ -148,15 +151,10 @@ class Dispatcher:
             code = CODES.get(error)
             if code is None or code.family is not Family.UNSOLVABLE:
                 error = C.CAPTCHA_UNSOLVABLE
-        pool = Pool.HUMAN.value if to_human else None
-        attempts = 1 if final and error is not None else self.settings.max_attempts
-        done = await self.store.fail(task_id, lease, error, attempts, time.time(), pool)
+        # Without a code there is nothing to settle with, so even a "final" failure is only given back.
+        done = await self.store.fail(task_id, lease, error, self.settings.max_attempts, time.time(), to_human,
+                                     final=final and error is not None)
         if done:
             self._settled(task_id)
             self.hub.queued()
         return done
-
-
-def answers_fields(answer: Answer) -> dict[str, object]:
-    """How an answer is stored: its json=1 fields, the same ones res.php sends."""
-    return answers.encode_json(answer, answers.kind_of(answer))

@@ -16,11 +16,10 @@ import logging
 import threading
 from pathlib import Path
 
+from capgate.imageformat import sniff
 from capgate.paths import labelled_dir
-from capgate.protocol.answers import TextAnswer
+from capgate.protocol.answers import AnswerKind, plain_from_json
 from capgate.protocol.methods import BY_NAME
-from capgate.protocol.wire import Outcome, Parsed
-from capgate.server.images import sniff
 from capgate.settings import Settings
 from capgate.solvers.ocr.profile import valid_profile_name
 from capgate.store.base import Store
@@ -60,17 +59,17 @@ def keep(folder: Path, image: bytes, label: str, limit: int) -> bool:
 
 async def keep_task_label(store: Store, settings: Settings, task: Task) -> None:
     """Keep a solved image task's answer as a label, if its account opted in."""
-    if BY_NAME[task.method].answer.value != "text" or task.answer is None:
+    if BY_NAME[task.method].answer is not AnswerKind.TEXT or task.answer is None:
         return
     account = await store.get_account(task.account_id)
     if account is None or not account.settings.get("keep_labels"):
         return
-    answer = Parsed(Outcome.OK, "", task.answer).answer(BY_NAME[task.method].answer)
+    text = plain_from_json(AnswerKind.TEXT, task.answer)
     image = (await store.blobs(task.id)).get("body")
-    if image is None or not isinstance(answer, TextAnswer) or not answer.text:
+    if image is None or not text:
         return
     folder = labelled_dir(settings.db) / family_of(task, account.settings)
     try:
-        await asyncio.to_thread(keep, folder, image, answer.text, settings.label_limit)
+        await asyncio.to_thread(keep, folder, image, text, settings.label_limit)
     except OSError:
         log.exception("could not keep a label in %s", folder)

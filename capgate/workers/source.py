@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import httpx
 
 from capgate.protocol.answers import Answer
-from capgate.server.dispatch import Claimed, Dispatcher
+from capgate.protocol.methods import BY_NAME
+from capgate.workers.dispatch import Claimed, Dispatcher
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class LocalSource:
         return await self.dispatcher.heartbeat(job.id, job.lease, self.lease_s) is not None
 
     async def answer(self, job: Job, answer: Answer, confidence: float | None) -> bool:
-        return await self.dispatcher.answer(job.id, job.lease, answer, confidence)
+        return await self.dispatcher.answer(job.id, job.lease, BY_NAME[job.method].answer, answer, confidence)
 
     async def fail(self, job: Job, error: str | None, to_human: bool = False, final: bool = False,
                    ) -> bool:
