@@ -28,8 +28,10 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# One pytest worker per core, a test file's tests kept together (module fixtures start once); -rs says
+# why any test skipped.
 unit: venv browser
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider -n auto --dist loadfile
 
 test: lint typecheck unit
 

@@ -1,12 +1,12 @@
 """Shared helpers for the protocol and service tests: tiny images, request builders, exact-bytes checks.
 
-Not fixtures in pytest's sense (those live in conftest.py and in the modules that need a server of
-their own): plain functions, so that ruff and mypy see ordinary imports.
+Not fixtures in pytest's sense (those live in conftest.py and in the modules that need an app of
+their own): plain functions, so that ruff and mypy see ordinary imports. Accounts and tokens are made
+through an app's store (tests/appkit.py), worker-API calls are in tests/workerkit.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import csv
 import io
@@ -24,12 +24,9 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from capgate.protocol.codes import CODES, NOT_READY
-from capgate.server.keys import PREFIX_LENGTH, hash_secret, new_key
-from capgate.store.models import usd_to_micros
-from capgate.store.sqlite import SQLiteStore
 
 PLAIN = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -74,6 +71,17 @@ def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
             + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 200_000, 9)) + _png_chunk(b"IEND", b""))
+
+
+def draw(text: str, size: tuple[int, int] | None = None, mode: str = "L", font_size: int = 32) -> bytes:
+    """A clean, machine-font captcha: the generic model reads these reliably."""
+    width = size[0] if size else max(160, 24 * len(text))
+    height = size[1] if size else 50
+    image = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(image).text((8, 6), text, fill=0, font=ImageFont.load_default(size=font_size))
+    buf = io.BytesIO()
+    image.convert(mode).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def b64(data: bytes) -> str:
@@ -269,47 +277,7 @@ def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     return status, headers, body
 
 
-# ------------------------------------------------------------------------------------------ store
-
-
-def with_db(db: Path, fn: Any) -> Any:
-    """Run ``await fn(store)`` against a server's SQLite file (WAL: safe beside the running server)."""
-    async def run() -> Any:
-        store = SQLiteStore(db)
-        await store.open()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-    return asyncio.run(run())
-
-
-def account_id(db: Path, key: str) -> int:
-    async def find(store: SQLiteStore) -> int:
-        account = await store.account_by_key_hash(hash_secret(key))
-        assert account is not None
-        return account.id
-    result: int = with_db(db, find)
-    return result
-
-
-def register_worker(db: Path, methods: list[str]) -> None:
-    """A worker that was just seen serving ``methods``: live keys may then submit those methods."""
-    async def run(store: SQLiteStore) -> None:
-        worker = await store.create_worker("test-worker", hash_secret(f"w{time.time()}"), "cgw_te",
-                                           methods, False)
-        await store.worker_seen(worker.id, methods, time.time())
-    with_db(db, run)
-
-
-def make_key(db: Path, *, sandbox: bool = True, threads: int = 50, balance: str = "0") -> str:
-    """A new account straight in the server's database (the CLI path has its own tests)."""
-    key = new_key()
-
-    async def run(store: SQLiteStore) -> None:
-        await store.create_account(hash_secret(key), key[:PREFIX_LENGTH], threads, usd_to_micros(balance), sandbox)
-    with_db(db, run)
-    return key
+# ------------------------------------------------------------------------------------------ data
 
 
 def nonce() -> str:

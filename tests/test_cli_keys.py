@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from capgate import cli
-from capgate.server.keys import hash_secret
+from capgate.keys import hash_secret
 from capgate.store.models import Account, LedgerKind
 from capgate.store.sqlite import SQLiteStore
 from tests.serverproc import REPO

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.serverproc import REPO, ServerProcess, start_server
-from tests.test_worker_api import PAGEURL, claim_id, get, provision, submit, worker_token
+from tests.workerkit import PAGEURL, claim_id, get, submit, worker_token
 
 EXAMPLE = REPO / "docs" / "example_worker.py"
 
@@ -28,8 +28,8 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     with start_server(tmp_path_factory.mktemp("example-worker"), env={"CAPGATE_OCR": "0"}) as proc:
-        (any_token,), (key,) = provision(proc.db, {"other": []}, [False])
-        yield Setup(proc, key, worker_token(proc, "example", "--methods", "turnstile"), any_token)
+        key = proc.create_key(sandbox=False, threads=200)
+        yield Setup(proc, key, worker_token(proc, "example", "--methods", "turnstile"), worker_token(proc, "other"))
 
 
 @pytest.fixture()

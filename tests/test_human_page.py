@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.serverproc import ServerProcess, start_server
-from tests.test_worker_api import provision, worker_token
+from tests.workerkit import worker_token
 
 try:
     from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
@@ -83,7 +83,7 @@ def sign_in(page: Page, server: ServerProcess, token: str) -> None:
 
 def test_a_person_solves_an_image_task(human_server: ServerProcess, page: Page, tmp_path: Path) -> None:
     token = worker_token(human_server, "alice", "--human")
-    _, (key,) = provision(human_server.db, {}, [False])
+    key = human_server.create_key(sandbox=False, threads=200)
     image = png()
     with httpx.Client(base_url=human_server.base_url, timeout=30) as http:
         sign_in(page, human_server, token)
@@ -116,7 +116,7 @@ def test_a_person_solves_an_image_task(human_server: ServerProcess, page: Page, 
 
 @pytest.mark.parametrize("who", ["customer-key", "unknown-token"])
 def test_a_refused_token_signs_out(human_server: ServerProcess, page: Page, who: str) -> None:
-    _, (key,) = provision(human_server.db, {}, [False])
+    key = human_server.create_key(sandbox=False, threads=200)
     token = key if who == "customer-key" else "cgw_" + "0" * 40
     messages: list[str] = []
 
@@ -135,7 +135,7 @@ def test_a_refused_token_signs_out(human_server: ServerProcess, page: Page, who:
 
 def test_cant_read_it_gives_the_task_up(human_server: ServerProcess, page: Page) -> None:
     token = worker_token(human_server, "bob", "--human")
-    _, (key,) = provision(human_server.db, {}, [False])
+    key = human_server.create_key(sandbox=False, threads=200)
     with httpx.Client(base_url=human_server.base_url, timeout=30) as http:
         sign_in(page, human_server, token)
         expect(page.locator("#work")).to_be_visible()

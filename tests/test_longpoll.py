@@ -1,8 +1,8 @@
 """res.php long-poll: ``wait=N`` on ``action=get`` (and ``get2``, and batch ``ids=``) holds the request
 until the task settles, at most ``CAPGATE_MAX_WAIT`` (30) seconds; without ``wait`` nothing changes.
 
-Every poll a test starts is settled before the test ends: a poll still held when the server stops
-would delay its shutdown.
+Against the app in process (tests/appkit.py). Every poll a test starts is settled before the test
+ends: a poll still held when the app stops would delay its shutdown.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.serverproc import ServerProcess, start_server
-from tests.test_worker_api import PAGEURL, Task, act, claim_id, drain, get, provision, res, submit, turnstile
+from tests.appkit import AppHost, app_host
+from tests.storekit import sqlite_backend
+from tests.workerkit import PAGEURL, Task, act, claim_id, drain, get, res, submit, turnstile
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,20 @@ class Accounts:
 
 
 @pytest.fixture(scope="module")
-def poll_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with start_server(tmp_path_factory.mktemp("longpoll"), env={"CAPGATE_OCR": "0"}) as proc:
-        yield proc
+def poll_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHost]:
+    with app_host(sqlite_backend(tmp_path_factory.mktemp("longpoll"))) as host:
+        yield host
 
 
 @pytest.fixture(scope="module")
-def accounts(poll_server: ServerProcess) -> Accounts:
-    (presence, bot), (key, sandbox_key) = provision(poll_server.db, {"presence": [], "bot": []}, [False, True])
-    return Accounts(key, sandbox_key, presence, bot)
+def accounts(poll_app: AppHost) -> Accounts:
+    return Accounts(poll_app.make_key(sandbox=False, threads=200), poll_app.make_key(threads=200),
+                    poll_app.worker_token("presence"), poll_app.worker_token("bot"))
 
 
 @pytest.fixture()
-async def client(poll_server: ServerProcess, accounts: Accounts) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=poll_server.base_url, timeout=40) as http:
+async def client(poll_app: AppHost, accounts: Accounts) -> AsyncIterator[httpx.AsyncClient]:
+    async with poll_app.aclient(timeout=40) as http:
         await drain(http, accounts.presence)
         yield http
 
@@ -109,10 +110,9 @@ async def test_sandbox_task_wait(client: httpx.AsyncClient, accounts: Accounts) 
     assert reply.startswith("OK|SANDBOX-FAKE-TOKEN-"), reply
 
 
-async def test_clients_without_wait_see_the_standard_behaviour(poll_server: ServerProcess,
-                                                              accounts: Accounts) -> None:
+async def test_clients_without_wait_see_the_standard_behaviour(poll_app: AppHost, accounts: Accounts) -> None:
     # A short client timeout: a poll that were held (up to 30 s) would fail here rather than pass slowly.
-    async with httpx.AsyncClient(base_url=poll_server.base_url, timeout=8) as client:
+    async with poll_app.aclient(timeout=8) as client:
         await drain(client, accounts.presence)
         task = await pending_task(client, accounts)
         task_id = str(task["id"])
@@ -142,8 +142,8 @@ async def test_a_bad_wait_value_is_bad_parameters(client: httpx.AsyncClient, acc
         await act(client, accounts.bot, task, "answer", answer={"token": "done"})
 
 
-async def test_wait_nan_is_bad_parameters(poll_server: ServerProcess, accounts: Accounts) -> None:
-    async with httpx.AsyncClient(base_url=poll_server.base_url, timeout=2) as client:
+async def test_wait_nan_is_bad_parameters(poll_app: AppHost, accounts: Accounts) -> None:
+    async with poll_app.aclient(timeout=2) as client:
         await drain(client, accounts.presence)
         task = await pending_task(client, accounts)
         try:
@@ -173,18 +173,16 @@ async def test_batch_wait_returns_when_any_task_settles(client: httpx.AsyncClien
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    """A server whose long-polls last at most one second, and a sandbox key on it."""
-    env = {"CAPGATE_OCR": "0", "CAPGATE_MAX_WAIT": "1"}
-    with start_server(tmp_path_factory.mktemp("longpoll-capped"), env=env) as proc:
-        _, (key,) = provision(proc.db, {}, [True])
-        yield proc, key
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppHost, str]]:
+    """An app whose long-polls last at most one second, and a sandbox key on it."""
+    with app_host(sqlite_backend(tmp_path_factory.mktemp("longpoll-capped")), max_wait=1.0) as host:
+        yield host, host.make_key(threads=200)
 
 
-async def test_wait_is_capped(capped: tuple[ServerProcess, str]) -> None:
-    server, key = capped
+async def test_wait_is_capped(capped: tuple[AppHost, str]) -> None:
+    app, key = capped
     # Held by the sandbox for a minute; a client timeout well under that shows the cap applies.
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+    async with app.aclient(timeout=10) as client:
         task_id = await submit(client, key, method="turnstile", sitekey="0x4AAA-capped",
                                pageurl=f"{PAGEURL}?sandbox-slow-60")
 

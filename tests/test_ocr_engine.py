@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from capgate.solvers.ocr.constraints import OcrConstraints
 from capgate.solvers.ocr.engine import (
@@ -26,23 +26,12 @@ from capgate.solvers.ocr.engine import (
 )
 from capgate.solvers.ocr.profile import Fingerprint, Profile
 from capgate.solvers.ocr.select import choose_profile
-from tests.fixtures import labelled
+from tests.fixtures import draw, labelled
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def draw(text: str, size: tuple[int, int] | None = None, mode: str = "L", font_size: int = 32) -> bytes:
-    """A clean, machine-font captcha: the generic model reads these reliably."""
-    width = size[0] if size else max(160, 24 * len(text))
-    height = size[1] if size else 50
-    image = Image.new("L", (width, height), 255)
-    ImageDraw.Draw(image).text((8, 6), text, fill=0, font=ImageFont.load_default(size=font_size))
-    buf = io.BytesIO()
-    image.convert(mode).save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

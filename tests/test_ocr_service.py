@@ -42,10 +42,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from capgate.store.models import usd_to_micros
+from capgate.money import usd_to_micros
+from tests.fixtures import draw
 from tests.serverproc import DATA, REPO, ServerProcess, start_server
-from tests.test_ocr_engine import draw
-from tests.test_worker_api import act, claim, ledger, worker_token
+from tests.workerkit import act, claim, worker_token
+from tests.workerkit import sqlite_ledger as ledger
 
 NORMAL_PRICE = "0.002"  # USD; the registry's default is 0, which would leave nothing in the ledger
 PRICE = usd_to_micros(Decimal(NORMAL_PRICE))
@@ -81,7 +82,7 @@ class Sample:
 
     @property
     def kept_name(self) -> str:
-        """The file name ``capgate.server.labels.keep`` gives the image (all chosen images are PNG)."""
+        """The file name ``capgate.workers.labels.keep`` gives the image (all chosen images are PNG)."""
         return hashlib.sha256(self.image).hexdigest()[:24] + ".png"
 
 

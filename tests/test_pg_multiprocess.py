@@ -3,7 +3,7 @@ PostgreSQL when one machine is not enough".
 
 Two real ``capgate serve`` processes share a database made for this module: a task submitted
 through one is answered and polled through the other, and workers claiming through both at once
-never get the same task. Skipped when no PostgreSQL is reachable (see ``tests/test_pg_store.py``).
+never get the same task. Skipped when no PostgreSQL is reachable (see ``tests/pgdb.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import httpx
 import psycopg
 import pytest
 
-from capgate.store.pg_schema import PG_MIGRATIONS
+from capgate.store.schema import VERSION
+from tests.pgdb import PgDatabase, create_database, drop_database
 from tests.serverproc import REPO, ServerProcess, start_server
-from tests.test_pg_store import PgDatabase, create_database, drop_database
 
 PAGEURL = "https://example.com/login"
 TURNSTILE_PRICE = Decimal("0.001")
@@ -105,7 +105,7 @@ def test_processes_starting_at_once_migrate_once(tmp_path: Path) -> None:
             assert proc.returncode == 0, err.decode()
         with psycopg.connect(db.url) as conn:
             versions = [row[0] for row in conn.execute("SELECT version FROM schema_version ORDER BY version")]
-        assert versions == list(range(1, len(PG_MIGRATIONS) + 1))
+        assert versions == list(range(1, VERSION + 1))
     finally:
         drop_database(db)
 

@@ -3,9 +3,10 @@ to it (form-urlencoded), retrying failed deliveries a bounded number of times; o
 registered with ``res.php?action=add_pingback``, and never to private addresses unless the operator
 allows it (``CAPGATE_PINGBACK_ALLOW_PRIVATE``).
 
-The receiver is a small HTTP server on 127.0.0.1 in a thread, so the module's main server allows
-private addresses; one more server keeps the default fence. Whether a delivery is finished (sent, or
-given up) is read from the task row, so the tests wait for an outcome instead of sleeping.
+Against the app in process (tests/appkit.py, on SQLite). The receiver is a small HTTP server on
+127.0.0.1 in a thread, so the module's main app allows private addresses; one more app keeps the
+default fence. Whether a delivery is finished (sent, or given up) is read from the task row
+(read-only, from the app's SQLite file), so the tests wait for an outcome instead of sleeping.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from urllib.parse import parse_qs, urlencode
 import httpx
 import pytest
 
-from tests.serverproc import ServerProcess, start_server
-from tests.test_worker_api import PAGEURL, act, claim_id, drain, get, provision, res, submit, turnstile
+from tests.appkit import AppHost, app_host
+from tests.storekit import sqlite_backend
+from tests.workerkit import PAGEURL, act, claim_id, drain, get, res, submit, turnstile
 
 ATTEMPTS = 2
 
@@ -130,16 +132,16 @@ class Accounts:
 
 
 @pytest.fixture(scope="module")
-def pb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"CAPGATE_OCR": "0", "CAPGATE_PINGBACK_ALLOW_PRIVATE": "1", "CAPGATE_PINGBACK_ATTEMPTS": str(ATTEMPTS)}
-    with start_server(tmp_path_factory.mktemp("pingback"), env=env) as proc:
-        yield proc
+def pb_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHost]:
+    with app_host(sqlite_backend(tmp_path_factory.mktemp("pingback")),
+                  pingback_allow_private=True, pingback_attempts=ATTEMPTS) as host:
+        yield host
 
 
 @pytest.fixture(scope="module")
-def accounts(pb_server: ServerProcess) -> Accounts:
-    (presence, bot), keys = provision(pb_server.db, {"presence": [], "bot": []}, [False, True, False, False])
-    return Accounts(pb_server.db, presence, bot, *keys)
+def accounts(pb_app: AppHost) -> Accounts:
+    keys = [pb_app.make_key(sandbox=sandbox, threads=200) for sandbox in (False, True, False, False)]
+    return Accounts(Path(pb_app.settings.db), pb_app.worker_token("presence"), pb_app.worker_token("bot"), *keys)
 
 
 @pytest.fixture()
@@ -150,8 +152,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture()
-async def client(pb_server: ServerProcess, accounts: Accounts) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=pb_server.base_url, timeout=30) as http:
+async def client(pb_app: AppHost, accounts: Accounts) -> AsyncIterator[httpx.AsyncClient]:
+    async with pb_app.aclient() as http:
         await drain(http, accounts.presence)
         for key in (accounts.live, accounts.sandbox):
             await register(http, key, "127.0.0.1")
@@ -273,17 +275,16 @@ async def test_failed_deliveries_are_retried_a_bounded_number_of_times(
 
 
 @pytest.fixture(scope="module")
-def fenced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    """A server with the default settings (private pingback addresses refused) and a sandbox key."""
-    with start_server(tmp_path_factory.mktemp("pingback-fenced"), env={"CAPGATE_OCR": "0"}) as proc:
-        _, (key,) = provision(proc.db, {}, [True])
-        yield proc, key
+def fenced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppHost, str]]:
+    """An app with the default settings (private pingback addresses refused) and a sandbox key."""
+    with app_host(sqlite_backend(tmp_path_factory.mktemp("pingback-fenced"))) as host:
+        yield host, host.make_key(threads=200)
 
 
-async def test_private_addresses_get_nothing_by_default(fenced: tuple[ServerProcess, str],
-                                                        receiver: Receiver) -> None:
-    server, key = fenced
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+async def test_private_addresses_get_nothing_by_default(fenced: tuple[AppHost, str], receiver: Receiver) -> None:
+    app, key = fenced
+    db = Path(app.settings.db)
+    async with app.aclient() as client:
         ids = []
         for host in ("127.0.0.1", "localhost"):
             await register(client, key, host)
@@ -291,6 +292,6 @@ async def test_private_addresses_get_nothing_by_default(fenced: tuple[ServerProc
             ids.append(await submit(client, key, **turnstile(), pingback=f"{receiver.url(host)}/private"))
         for task_id in ids:
             assert (await get(client, key, task_id, wait=10)).startswith("OK|")
-            assert (await finished(server.db, task_id))[0] == -1  # given up on, not sent
+            assert (await finished(db, task_id))[0] == -1  # given up on, not sent
         await asyncio.sleep(1)
     assert receiver.hits == []

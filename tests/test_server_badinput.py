@@ -1,5 +1,8 @@
 """Bad input (issue item 7): each gets its documented code with HTTP 200, never a 500 or a traceback,
-and the server keeps answering afterwards."""
+and the service keeps answering afterwards.
+
+Against the shared in-process app (tests/appkit.py), but for the one test of HTTP framing (a declared
+body over the limit, sent over a socket), which needs the shared real server."""
 
 from __future__ import annotations
 
@@ -8,17 +11,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.appkit import AppHost
 from tests.fixtures import (
     MODES,
     PAGEURL,
     Api,
     Mode,
     b64,
-    client_from,
     error_body,
     expect,
     expect_error,
-    make_key,
     multipart,
     nonce,
     png,
@@ -33,22 +35,32 @@ TOKEN = {"method": "turnstile", "sitekey": "0x4AAAA", "pageurl": PAGEURL}
 
 
 @pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
+def http(app: AppHost) -> Iterator[httpx.Client]:
+    with app.client() as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def key(server: ServerProcess) -> str:
-    return make_key(server.db, threads=100, balance="3")
+def key(app: AppHost) -> str:
+    return app.make_key(threads=100, balance="3")
 
 
 @pytest.fixture()
-def api(server: ServerProcess, http: httpx.Client, key: str) -> Iterator[Api]:
-    api = Api(http, server.base_url, key)
+def api(app: AppHost, http: httpx.Client, key: str) -> Iterator[Api]:
+    api = Api(http, app.base_url, key)
     yield api
     # whatever the test sent, the server is still there and still right
     expect(api.res({"action": "getbalance"}), b"3.00", "plain")
+
+
+_server_keys: dict[str, str] = {}
+
+
+def server_key(server: ServerProcess) -> str:
+    """A sandbox key on the shared real server, made once through its CLI."""
+    if server.base_url not in _server_keys:
+        _server_keys[server.base_url] = server.create_key(threads=100, balance="3")
+    return _server_keys[server.base_url]
 
 
 def query(key: str, mode: Mode, **extra: str) -> dict[str, str]:
@@ -181,13 +193,13 @@ def test_unsupported_content_type(api: Api, mode: Mode) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_missing_key(server: ServerProcess, mode: Mode) -> None:
-    with client_from("127.0.3.1") as client:
+def test_missing_key(app: AppHost, mode: Mode) -> None:
+    with app.client("127.0.3.1") as client:
         extra = {"json": "1"} if mode == "json" else {}
-        expect_error(client.post(server.url("in.php"), data={**TOKEN, **extra}), "ERROR_WRONG_USER_KEY", mode)
-        expect_error(client.get(server.url("res.php"), params={"action": "getbalance", **extra}),
+        expect_error(client.post(app.url("in.php"), data={**TOKEN, **extra}), "ERROR_WRONG_USER_KEY", mode)
+        expect_error(client.get(app.url("res.php"), params={"action": "getbalance", **extra}),
                      "ERROR_WRONG_USER_KEY", mode)
-        expect_error(client.post(server.url("res.php"), content=b"", params=extra), "ERROR_WRONG_USER_KEY", mode)
+        expect_error(client.post(app.url("res.php"), content=b"", params=extra), "ERROR_WRONG_USER_KEY", mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -242,12 +254,14 @@ def test_bomb_among_bls_images(api: Api) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_declared_body_over_the_default_limit(server: ServerProcess, api: Api, mode: Mode) -> None:
+def test_declared_body_over_the_default_limit(server: ServerProcess, mode: Mode) -> None:
+    """HTTP framing: a real server process, answering before the declared body is all there."""
+    key = server_key(server)
     host = server.base_url.removeprefix("http://")
     path = "/in.php" + ("?json=1" if mode == "json" else "")
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
             f"Content-Length: {64 * 1024 * 1024}\r\n\r\n").encode()
-    status, _, body = split_response(raw_request(server.base_url, head, [b"key=" + api.key.encode()]))
+    status, _, body = split_response(raw_request(server.base_url, head, [b"key=" + key.encode()]))
     assert status == 200
     assert body == error_body("ERROR_TOO_BIG_CAPTCHA_FILESIZE", mode)
 
@@ -279,11 +293,10 @@ def test_magic_words_in_odd_places(api: Api, mode: Mode) -> None:
 
 
 @pytest.mark.parametrize("ids", [False, True], ids=["id", "ids"])
-def test_wait_nan_is_refused(server: ServerProcess, api: Api, ids: bool) -> None:
+def test_wait_nan_is_refused(api: Api, ids: bool) -> None:
     task_id = api.submit_id({**TOKEN, "sandbox": "sandbox-slow-3", "n": nonce()})
     params = {"action": "get", "ids" if ids else "id": task_id, "wait": "nan"}
-    with httpx.Client(timeout=1.0) as client:
-        response = client.get(server.url("res.php"), params={"key": api.key, **params})
+    response = api.client.get("/res.php", params={"key": api.key, **params})  # at once, not after 3 s
     expect_error(response, "ERROR_BAD_PARAMETERS", "plain")
 
 

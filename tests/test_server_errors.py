@@ -1,19 +1,23 @@
-"""Every §6 code a single node returns, at the right moment, exact bytes in both modes (shared server).
+"""Every §6 code a single node returns, at the right moment, exact bytes in both modes (the shared
+in-process app, tests/appkit.py).
 
 Codes that need special settings (IP ban, deadlines, retention, prices, the thread-cap code) are in
-test_server_limits.py, on servers of their own. Requests with wrong keys come from their own
+test_server_limits.py, on apps of their own. Requests with wrong keys come from their own
 loopback addresses so that the shared 127.0.0.1 is never banned.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from capgate.server.service import AUTH_MEMO_S
+from tests.appkit import AppHost
 from tests.fixtures import (
     MODES,
     PAGEURL,
@@ -22,18 +26,15 @@ from tests.fixtures import (
     Mode,
     Transport,
     b64,
-    client_from,
     error_body,
     expect,
     expect_error,
     image_bytes,
-    make_key,
     nonce,
     png,
     png_bomb,
     task_id_of,
 )
-from tests.serverproc import ServerProcess
 
 _addresses = itertools.count(10)
 
@@ -44,14 +45,14 @@ def fresh_address() -> str:
 
 
 @pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
+def http(app: AppHost) -> Iterator[httpx.Client]:
+    with app.client() as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def api(server: ServerProcess, http: httpx.Client) -> Api:
-    return Api(http, server.base_url, make_key(server.db, threads=200, balance="10"))
+def api(app: AppHost, http: httpx.Client) -> Api:
+    return Api(http, app.base_url, app.make_key(threads=200, balance="10"))
 
 
 TOKEN = {"method": "turnstile", "sitekey": "0x4AAAA", "pageurl": PAGEURL}
@@ -62,41 +63,44 @@ TOKEN = {"method": "turnstile", "sitekey": "0x4AAAA", "pageurl": PAGEURL}
 
 @pytest.mark.parametrize("key", ["", "short", "x" * 31, "x" * 33, "é" * 32, "0123456789abcdef0123456789abcde!"])
 @pytest.mark.parametrize("mode", MODES)
-def test_wrong_user_key(server: ServerProcess, mode: Mode, key: str) -> None:
-    with client_from(fresh_address()) as client:
-        api = Api(client, server.base_url, key)
+def test_wrong_user_key(app: AppHost, mode: Mode, key: str) -> None:
+    with app.client(fresh_address()) as client:
+        api = Api(client, app.base_url, key)
         expect_error(api.submit(TOKEN, mode), "ERROR_WRONG_USER_KEY", mode)
         expect_error(api.res({"action": "getbalance"}, mode), "ERROR_WRONG_USER_KEY", mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_missing_key(server: ServerProcess, mode: Mode) -> None:
-    with client_from(fresh_address()) as client:
+def test_missing_key(app: AppHost, mode: Mode) -> None:
+    with app.client(fresh_address()) as client:
         query = {"json": "1"} if mode == "json" else {}
-        expect_error(client.get(server.url("in.php"), params={**query, **TOKEN}), "ERROR_WRONG_USER_KEY", mode)
-        expect_error(client.get(server.url("res.php"), params={**query, "action": "get", "id": "12345678"}),
+        expect_error(client.get(app.url("in.php"), params={**query, **TOKEN}), "ERROR_WRONG_USER_KEY", mode)
+        expect_error(client.get(app.url("res.php"), params={**query, "action": "get", "id": "12345678"}),
                      "ERROR_WRONG_USER_KEY", mode)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("mode", MODES)
-def test_unknown_key(server: ServerProcess, mode: Mode, transport: Transport) -> None:
-    with client_from(fresh_address()) as client:
-        api = Api(client, server.base_url, "0123456789abcdef0123456789abcdef")
+def test_unknown_key(app: AppHost, mode: Mode, transport: Transport) -> None:
+    with app.client(fresh_address()) as client:
+        api = Api(client, app.base_url, "0123456789abcdef0123456789abcdef")
         expect_error(api.submit(TOKEN, mode, transport), "ERROR_KEY_DOES_NOT_EXIST", mode)
         expect_error(api.res({"action": "getbalance"}, mode, transport), "ERROR_KEY_DOES_NOT_EXIST", mode)
 
 
-def test_disabled_key(server: ServerProcess, http: httpx.Client) -> None:
-    key = make_key(server.db)
-    api = Api(http, server.base_url, key)
+def test_disabled_key(app: AppHost, http: httpx.Client) -> None:
+    key = app.make_key()
+    api = Api(http, app.base_url, key)
     task_id = api.submit_id({**TOKEN, "n": nonce()})
-    server.cli("keys", "disable", key)
+    account = app.account_id(key)
+    app.run(app.store.update_account(account, disabled=True))  # what `capgate keys disable` does
+    time.sleep(AUTH_MEMO_S + 0.05)  # the service remembers a key's account this long
     for mode in MODES:
         expect_error(api.submit({**TOKEN, "n": nonce()}, mode), "ERROR_KEY_DOES_NOT_EXIST", mode)
         expect_error(api.res({"action": "getbalance"}, mode), "ERROR_KEY_DOES_NOT_EXIST", mode)
         expect_error(api.get(task_id, mode), "ERROR_KEY_DOES_NOT_EXIST", mode)
-    server.cli("keys", "disable", "--enable", key)
+    app.run(app.store.update_account(account, disabled=False))
+    time.sleep(AUTH_MEMO_S + 0.05)
     expect(api.res({"action": "getbalance"}), b"0.00", "plain")
 
 
@@ -104,21 +108,21 @@ def test_disabled_key(server: ServerProcess, http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_thread_cap_reached(server: ServerProcess, http: httpx.Client, mode: Mode) -> None:
+def test_thread_cap_reached(app: AppHost, http: httpx.Client, mode: Mode) -> None:
     """§0: the account's own cap → ERROR_ZERO_BALANCE, and threadsinfo shows working >= threads."""
-    api = Api(http, server.base_url, make_key(server.db, threads=2))
+    api = Api(http, app.base_url, app.make_key(threads=2))
     for _ in range(2):
         api.submit_id({**TOKEN, "sandbox": "sandbox-slow-60", "n": nonce()})
     expect_error(api.submit({**TOKEN, "n": nonce()}, mode), "ERROR_ZERO_BALANCE", mode)
     expect(api.res({"action": "threadsinfo"}, "json"),
            b'{"status":1,"request":"OK","threads":2,"working_threads":2}', "json")
     # other keys are not affected
-    other = Api(http, server.base_url, make_key(server.db, threads=1))
+    other = Api(http, app.base_url, app.make_key(threads=1))
     task_id_of(other.submit({**TOKEN, "n": nonce()}))
 
 
-def test_thread_freed_when_task_settles(server: ServerProcess, http: httpx.Client) -> None:
-    api = Api(http, server.base_url, make_key(server.db, threads=1))
+def test_thread_freed_when_task_settles(app: AppHost, http: httpx.Client) -> None:
+    api = Api(http, app.base_url, app.make_key(threads=1))
     first = api.submit_id({**TOKEN, "n": nonce()})
     api.settle(first)
     api.settle(api.submit_id({**TOKEN, "n": nonce(), "sandbox": "sandbox-unsolvable"}))
@@ -240,7 +244,7 @@ def test_upload(api: Api, mode: Mode, params: dict[str, str], files: dict[str, t
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_bad_duplicates(server: ServerProcess, api: Api, mode: Mode) -> None:
+def test_bad_duplicates(app: AppHost, api: Api, mode: Mode) -> None:
     params = {**TOKEN, "sandbox": "sandbox-slow-60", "n": nonce()}
     task_id_of(api.submit(params))
     expect_error(api.submit(params, mode), "ERROR_BAD_DUPLICATES", mode)
@@ -248,7 +252,7 @@ def test_bad_duplicates(server: ServerProcess, api: Api, mode: Mode) -> None:
     expect_error(api.submit(params, mode, "multipart"), "ERROR_BAD_DUPLICATES", mode)
     # a different task, or the same task by another account, is not a duplicate
     task_id_of(api.submit({**params, "sitekey": "other"}))
-    other = Api(api.client, api.base_url, make_key(server.db))
+    other = Api(api.client, api.base_url, app.make_key())
     task_id_of(other.submit(params))
 
 
@@ -313,11 +317,11 @@ def test_wrong_captcha_id(api: Api, mode: Mode) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_ids_are_scoped_to_their_account(server: ServerProcess, api: Api, mode: Mode) -> None:
+def test_ids_are_scoped_to_their_account(app: AppHost, api: Api, mode: Mode) -> None:
     task_id = api.submit_id({**TOKEN, "n": nonce()})
     api.settle(task_id)
     pending = api.submit_id({**TOKEN, "n": nonce(), "sandbox": "sandbox-slow-60"})
-    other = Api(api.client, server.base_url, make_key(server.db))
+    other = Api(api.client, app.base_url, app.make_key())
     for tid in (task_id, pending):
         expect_error(other.get(tid, mode), "ERROR_WRONG_CAPTCHA_ID", mode)
         expect_error(other.get(tid, mode, action="get2"), "ERROR_WRONG_CAPTCHA_ID", mode)
@@ -337,10 +341,10 @@ def test_empty_action(api: Api, mode: Mode, transport: Transport, action: str | 
     expect_error(api.res(params, mode, transport), "ERROR_EMPTY_ACTION", mode)
 
 
-def test_res_php_errors_are_checked_after_the_key(server: ServerProcess) -> None:
+def test_res_php_errors_are_checked_after_the_key(app: AppHost) -> None:
     """A wrong key wins over a missing action or a bad id (key first, then the call)."""
-    with client_from(fresh_address()) as client:
-        api = Api(client, server.base_url, "0123456789abcdef0123456789abcdef")
+    with app.client(fresh_address()) as client:
+        api = Api(client, app.base_url, "0123456789abcdef0123456789abcdef")
         expect_error(api.res({}), "ERROR_KEY_DOES_NOT_EXIST", "plain")
         expect_error(api.get("abc"), "ERROR_KEY_DOES_NOT_EXIST", "plain")
         expect_error(api.submit({"method": "nope"}), "ERROR_KEY_DOES_NOT_EXIST", "plain")
@@ -366,8 +370,8 @@ def test_malformed_ipv6_pingback_address(api: Api, mode: Mode) -> None:
                  mode)
 
 
-def test_thread_cap_holds_under_concurrent_submits(server: ServerProcess, http: httpx.Client) -> None:
-    api = Api(http, server.base_url, make_key(server.db, threads=3))
+def test_thread_cap_holds_under_concurrent_submits(app: AppHost, http: httpx.Client) -> None:
+    api = Api(http, app.base_url, app.make_key(threads=3))
 
     def one(i: int) -> bytes:
         return api.submit({**TOKEN, "sandbox": "sandbox-slow-60", "n": f"{i}-{nonce()}"}).content

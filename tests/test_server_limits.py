@@ -1,14 +1,19 @@
-"""Codes and money that need special settings, each on a server of its own.
+"""Codes and money that need special settings, each on an in-process app of its own (tests/appkit.py).
 
-* ``strict``: IP ban after 3 wrong keys for 3 s, 2 s token deadline, 2 s retention, 64 KiB body limit,
+* ``strict``: IP ban after 3 wrong keys for 2 s, 2 s token deadline, 2 s retention, 64 KiB body limit,
   thread cap answered with ERROR_NO_SLOT_AVAILABLE.
 * ``priced``: normal=0.5 USD, turnstile=0.25 USD: charges, refunds, the ledger.
-* ``turns``: MAX_USER_TURN after 3 submits by one key within 30 s, blocked for 2 s.
+* ``turns``: MAX_USER_TURN after 3 submits by one key within 30 s, blocked for 1 s.
+* ``strict_wire``: a real server process with the 64 KiB body limit, for the tests of HTTP framing
+  (declared and chunked bodies over the limit, sent over a socket).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,66 +21,63 @@ from pathlib import Path
 import httpx
 import pytest
 
-from capgate.server.keys import hash_secret
+from capgate.store.base import Store
 from capgate.store.models import LedgerEntry, LedgerKind
-from capgate.store.sqlite import SQLiteStore
+from tests.appkit import AppHost, app_host
 from tests.fixtures import (
     MODES,
     PAGEURL,
     Api,
     Mode,
-    account_id,
     b64,
     bare_body,
-    client_from,
     error_body,
     expect,
     expect_error,
-    make_key,
     nonce,
     ok_body,
     png,
     raw_request,
-    register_worker,
     split_response,
     task_id_of,
-    with_db,
 )
-from tests.serverproc import ServerProcess, start_server
+from tests.serverproc import REPO, ServerProcess, start_server
+from tests.storekit import sqlite_backend
 
 BODY_LIMIT = 64 * 1024
 TOKEN = {"method": "turnstile", "sitekey": "0x4AAAA", "pageurl": PAGEURL}
 
 
+STRICT = {"ban_threshold": 3, "token_deadline": 2.0, "retention": 2.0, "body_limit": BODY_LIMIT,
+          "thread_cap_code": "ERROR_NO_SLOT_AVAILABLE", "worker_presence": 3600.0, "ban_duration": 2.0}
+
+
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"CAPGATE_OCR": "0", "CAPGATE_BAN_THRESHOLD": "3", "CAPGATE_TOKEN_DEADLINE": "2",
-           "CAPGATE_RETENTION": "2", "CAPGATE_BODY_LIMIT": str(BODY_LIMIT),
-           "CAPGATE_THREAD_CAP_CODE": "ERROR_NO_SLOT_AVAILABLE", "CAPGATE_WORKER_PRESENCE": "3600",
-           "CAPGATE_BAN_DURATION": "3"}
-    with start_server(tmp_path_factory.mktemp("strict"), env=env) as proc:
-        register_worker(proc.db, ["turnstile"])  # live turnstile tasks are accepted, and never answered
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHost]:
+    with app_host(sqlite_backend(tmp_path_factory.mktemp("strict")), **STRICT) as host:
+        host.register_worker(["turnstile"])  # live turnstile tasks are accepted, and never answered
+        yield host
+
+
+@pytest.fixture(scope="module")
+def strict_wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"CAPGATE_OCR": "0", "CAPGATE_BODY_LIMIT": str(BODY_LIMIT)}
+    with start_server(tmp_path_factory.mktemp("strict-wire"), env=env) as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
-def priced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"CAPGATE_OCR": "0", "CAPGATE_PRICES": "normal=0.5,turnstile=0.25"}
-    with start_server(tmp_path_factory.mktemp("priced"), env=env) as proc:
-        yield proc
+def priced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHost]:
+    with app_host(sqlite_backend(tmp_path_factory.mktemp("priced")),
+                  prices="normal=0.5,turnstile=0.25") as host:
+        yield host
 
 
 @pytest.fixture(scope="module")
-def turns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"CAPGATE_OCR": "0", "CAPGATE_SUBMIT_TURNS": "3", "CAPGATE_TURN_WINDOW": "30", "CAPGATE_TURN_BLOCK": "2"}
-    with start_server(tmp_path_factory.mktemp("turns"), env=env) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
-        yield client
+def turns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHost]:
+    with app_host(sqlite_backend(tmp_path_factory.mktemp("turns")),
+                  submit_turns=3, turn_window=30.0, turn_block=1.0) as host:
+        yield host
 
 
 _addresses = iter(range(10, 250))
@@ -88,8 +90,8 @@ def fresh_address() -> str:
 # ------------------------------------------------------------------------------------------ deadlines
 
 
-def test_deadline_passes_on_a_live_key(strict: ServerProcess, http: httpx.Client) -> None:
-    api = Api(http, strict.base_url, make_key(strict.db, sandbox=False, threads=3))
+def test_deadline_passes_on_a_live_key(strict: AppHost) -> None:
+    api = strict.api(strict.make_key(sandbox=False, threads=3))
     task_id = api.submit_id({**TOKEN, "n": nonce()})
     for mode in MODES:
         expect_error(api.get(task_id, mode), "CAPCHA_NOT_READY", mode)
@@ -111,18 +113,18 @@ def test_deadline_passes_on_a_live_key(strict: ServerProcess, http: httpx.Client
     {"method": "base64", "body": b64(png())},
 ], ids=["hcaptcha", "recaptcha", "normal-without-ocr"])
 @pytest.mark.parametrize("mode", MODES)
-def test_no_worker_for_the_type(strict: ServerProcess, http: httpx.Client, mode: Mode,
+def test_no_worker_for_the_type(strict: AppHost, mode: Mode,
                                 params: dict[str, str]) -> None:
     """§0 service-wide capacity: a live key asking for a type no worker serves → ERROR_NO_SLOT_AVAILABLE."""
-    api = Api(http, strict.base_url, make_key(strict.db, sandbox=False))
+    api = strict.api(strict.make_key(sandbox=False))
     expect_error(api.submit(params, mode, "form"), "ERROR_NO_SLOT_AVAILABLE", mode)
     # validation still comes first
     expect_error(api.submit({"method": "hcaptcha", "sitekey": "k"}, mode), "ERROR_PAGEURL", mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_thread_cap_code_is_configurable(strict: ServerProcess, http: httpx.Client, mode: Mode) -> None:
-    api = Api(http, strict.base_url, make_key(strict.db, threads=1))
+def test_thread_cap_code_is_configurable(strict: AppHost, mode: Mode) -> None:
+    api = strict.api(strict.make_key(threads=1))
     api.submit_id({"method": "base64", "body": b64(png(seed=int(nonce()[:5], 16))),
                    "textinstructions": "sandbox-slow-60"})
     expect_error(api.submit({**TOKEN, "n": nonce()}, mode), "ERROR_NO_SLOT_AVAILABLE", mode)
@@ -131,8 +133,8 @@ def test_thread_cap_code_is_configurable(strict: ServerProcess, http: httpx.Clie
            else b'{"status":1,"request":"OK","threads":1,"working_threads":1}', mode)
 
 
-def test_results_expire_after_retention(strict: ServerProcess, http: httpx.Client) -> None:
-    api = Api(http, strict.base_url, make_key(strict.db))
+def test_results_expire_after_retention(strict: AppHost) -> None:
+    api = strict.api(strict.make_key())
     solved = api.submit_id({"method": "base64", "body": b64(png(seed=1)), "n": nonce(),
                             "textinstructions": "sandbox-answer-kept"})
     unsolvable = api.submit_id({"method": "base64", "body": b64(png(seed=2)), "n": nonce(),
@@ -153,16 +155,16 @@ def test_results_expire_after_retention(strict: ServerProcess, http: httpx.Clien
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_too_many_submits_block_the_key_for_a_while(turns: ServerProcess, http: httpx.Client, mode: Mode) -> None:
-    api = Api(http, turns.base_url, make_key(turns.db, sandbox=True))
+def test_too_many_submits_block_the_key_for_a_while(turns: AppHost, mode: Mode) -> None:
+    api = turns.api(turns.make_key(sandbox=True))
     for _ in range(3):
         api.submit_id({**TOKEN, "n": nonce()})
     expect_error(api.submit({**TOKEN, "n": nonce()}, mode), "MAX_USER_TURN", mode)
     expect_error(api.submit({**TOKEN, "n": nonce()}, mode), "MAX_USER_TURN", mode)  # blocked, not counted
     expect(api.res({"action": "getbalance"}, mode), bare_body("0.00", mode), mode)  # res.php is not limited
-    other = Api(http, turns.base_url, make_key(turns.db, sandbox=True))  # the limit is per key
+    other = turns.api(turns.make_key(sandbox=True))  # the limit is per key
     other.submit_id({**TOKEN, "n": nonce()})
-    time.sleep(2.2)  # CAPGATE_TURN_BLOCK=2
+    time.sleep(1.2)  # turn_block=1
     api.submit_id({**TOKEN, "n": nonce()})
 
 
@@ -170,10 +172,10 @@ def test_too_many_submits_block_the_key_for_a_while(turns: ServerProcess, http: 
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_ip_banned_after_wrong_keys(strict: ServerProcess, http: httpx.Client, mode: Mode) -> None:
-    good = make_key(strict.db)
+def test_ip_banned_after_wrong_keys(strict: AppHost, mode: Mode) -> None:
+    good = strict.make_key()
     address = fresh_address()
-    with client_from(address) as client:
+    with strict.client(address) as client:
         expect_error(Api(client, strict.base_url, "bad").submit(TOKEN, mode), "ERROR_WRONG_USER_KEY", mode)
         expect_error(Api(client, strict.base_url, "f" * 32).res({"action": "getbalance"}, mode),
                      "ERROR_KEY_DOES_NOT_EXIST", mode)
@@ -186,25 +188,25 @@ def test_ip_banned_after_wrong_keys(strict: ServerProcess, http: httpx.Client, m
         expect_error(banned.get("12345678", mode), "IP_BANNED", mode)
         expect_error(Api(client, strict.base_url, "bad").submit(TOKEN, mode), "IP_BANNED", mode)
     # other addresses are not affected
-    expect(Api(http, strict.base_url, good).res({"action": "getbalance"}, mode), bare_body("0.00", mode), mode)
-    with client_from(fresh_address()) as client:
+    expect(strict.api(good).res({"action": "getbalance"}, mode), bare_body("0.00", mode), mode)
+    with strict.client(fresh_address()) as client:
         expect(Api(client, strict.base_url, good).res({"action": "getbalance"}, mode), bare_body("0.00", mode), mode)
 
 
-def test_ban_is_lifted(strict: ServerProcess) -> None:
-    good = make_key(strict.db)
-    with client_from(fresh_address()) as client:
+def test_ban_is_lifted(strict: AppHost) -> None:
+    good = strict.make_key()
+    with strict.client(fresh_address()) as client:
         for _ in range(3):
             Api(client, strict.base_url, "bad").res({"action": "getbalance"})
         api = Api(client, strict.base_url, good)
         expect_error(api.res({"action": "getbalance"}), "IP_BANNED", "plain")
-        time.sleep(3.2)  # CAPGATE_BAN_DURATION=3
+        time.sleep(2.2)  # ban_duration=2
         expect(api.res({"action": "getbalance"}), b"0.00", "plain")
 
 
-def test_good_requests_do_not_count_towards_a_ban(strict: ServerProcess) -> None:
-    good = make_key(strict.db)
-    with client_from(fresh_address()) as client:
+def test_good_requests_do_not_count_towards_a_ban(strict: AppHost) -> None:
+    good = strict.make_key()
+    with strict.client(fresh_address()) as client:
         api = Api(client, strict.base_url, good)
         for _ in range(2):
             expect_error(Api(client, strict.base_url, "bad").res({"action": "getbalance"}), "ERROR_WRONG_USER_KEY",
@@ -216,10 +218,10 @@ def test_good_requests_do_not_count_towards_a_ban(strict: ServerProcess) -> None
             expect_error(api.submit({"method": "nope"}), "ERROR_BAD_PARAMETERS", "plain")
 
 
-def test_disabled_key_is_not_a_strike(strict: ServerProcess) -> None:
-    key = make_key(strict.db)
-    strict.cli("keys", "disable", key)
-    with client_from(fresh_address()) as client:
+def test_disabled_key_is_not_a_strike(strict: AppHost) -> None:
+    key = strict.make_key()
+    strict.run(strict.store.update_account(strict.account_id(key), disabled=True))  # `capgate keys disable`
+    with strict.client(fresh_address()) as client:
         api = Api(client, strict.base_url, key)
         for _ in range(5):
             expect_error(api.res({"action": "getbalance"}), "ERROR_KEY_DOES_NOT_EXIST", "plain")
@@ -240,12 +242,12 @@ def _head(server: ServerProcess, path: str, headers: dict[str, str]) -> bytes:
     ("/res.php", "ERROR_BAD_PARAMETERS", "plain"),
     ("/res.php?json=1", "ERROR_BAD_PARAMETERS", "json"),
 ])
-def test_declared_length_over_the_limit_is_refused_unread(strict: ServerProcess, path: str, code: str,
+def test_declared_length_over_the_limit_is_refused_unread(strict_wire: ServerProcess, path: str, code: str,
                                                           mode: Mode) -> None:
     """Content-Length says 100 MB; we send 20 bytes and wait: the answer comes without the body."""
-    head = _head(strict, path, {"Content-Type": "application/x-www-form-urlencoded",
+    head = _head(strict_wire, path, {"Content-Type": "application/x-www-form-urlencoded",
                                 "Content-Length": str(100 * 1024 * 1024)})
-    status, headers, body = split_response(raw_request(strict.base_url, head, [b"key=x&method=base64&"]))
+    status, headers, body = split_response(raw_request(strict_wire.base_url, head, [b"key=x&method=base64&"]))
     assert status == 200
     assert body == error_body(code, mode)
     assert headers["content-type"] == ("text/plain; charset=utf-8" if mode == "plain" else "application/json")
@@ -253,29 +255,30 @@ def test_declared_length_over_the_limit_is_refused_unread(strict: ServerProcess,
 
 @pytest.mark.parametrize(("path", "code"), [("/in.php", "ERROR_TOO_BIG_CAPTCHA_FILESIZE"),
                                             ("/res.php", "ERROR_BAD_PARAMETERS")])
-def test_chunked_body_over_the_limit_is_refused_unread(strict: ServerProcess, path: str, code: str) -> None:
+def test_chunked_body_over_the_limit_is_refused_unread(strict_wire: ServerProcess, path: str, code: str) -> None:
     """A chunked body that never ends: the server answers once the limit is passed."""
-    head = _head(strict, path, {"Content-Type": "application/x-www-form-urlencoded",
+    head = _head(strict_wire, path, {"Content-Type": "application/x-www-form-urlencoded",
                                 "Transfer-Encoding": "chunked"})
     chunk = b"%x\r\n%s\r\n" % (16 * 1024, b"a" * 16 * 1024)
-    status, _, body = split_response(raw_request(strict.base_url, head, [chunk] * 6))  # 96 KiB, no last chunk
+    status, _, body = split_response(raw_request(strict_wire.base_url, head, [chunk] * 6))  # 96 KiB, no last chunk
     assert status == 200
     assert body == code.encode()
 
 
-def test_chunked_body_over_the_limit_with_httpx(strict: ServerProcess, http: httpx.Client) -> None:
+def test_chunked_body_over_the_limit_with_httpx(strict_wire: ServerProcess) -> None:
     def chunks() -> Iterator[bytes]:
         yield b"key=" + b"k" * 32 + b"&method=base64&body="
         for _ in range(40):
             yield b"A" * 8192
 
-    response = http.post(strict.url("in.php"), content=chunks(),
-                         headers={"content-type": "application/x-www-form-urlencoded"})
+    with httpx.Client(timeout=30.0) as http:
+        response = http.post(strict_wire.url("in.php"), content=chunks(),
+                             headers={"content-type": "application/x-www-form-urlencoded"})
     expect_error(response, "ERROR_TOO_BIG_CAPTCHA_FILESIZE", "plain")
 
 
-def test_body_under_the_limit_is_read(strict: ServerProcess, http: httpx.Client) -> None:
-    api = Api(http, strict.base_url, make_key(strict.db))
+def test_body_under_the_limit_is_read(strict: AppHost) -> None:
+    api = strict.api(strict.make_key())
     padding = "p" * (BODY_LIMIT - 2048)
     task_id_of(api.submit({**TOKEN, "padding": padding}, transport="form"))
     # and the server is still up after all of the above
@@ -285,27 +288,19 @@ def test_body_under_the_limit_is_read(strict: ServerProcess, http: httpx.Client)
 # ------------------------------------------------------------------------------------------ money
 
 
-def ledger(server: ServerProcess, key: str) -> list[LedgerEntry]:
-    account = account_id(server.db, key)
-
-    async def read(store: SQLiteStore) -> list[LedgerEntry]:
-        return list(reversed(await store.ledger(account, 1000)))
-    entries: list[LedgerEntry] = with_db(server.db, read)
-    return entries
+def ledger(app: AppHost, key: str) -> list[LedgerEntry]:
+    return list(reversed(app.run(app.store.ledger(app.account_id(key), 1000))))
 
 
-def balance_micros(server: ServerProcess, key: str) -> int:
-    async def read(store: SQLiteStore) -> int:
-        account = await store.account_by_key_hash(hash_secret(key))
-        assert account is not None
-        return account.balance
-    value: int = with_db(server.db, read)
-    return value
+def balance_micros(app: AppHost, key: str) -> int:
+    account = app.run(app.store.get_account(app.account_id(key)))
+    assert account is not None
+    return account.balance
 
 
-def assert_ledger_matches_balance(server: ServerProcess, key: str) -> list[LedgerEntry]:
-    entries = ledger(server, key)
-    balance = balance_micros(server, key)
+def assert_ledger_matches_balance(app: AppHost, key: str) -> list[LedgerEntry]:
+    entries = ledger(app, key)
+    balance = balance_micros(app, key)
     assert sum(e.amount for e in entries) == balance
     running = 0
     for entry in entries:
@@ -315,9 +310,9 @@ def assert_ledger_matches_balance(server: ServerProcess, key: str) -> list[Ledge
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_charged_when_solved(priced: ServerProcess, http: httpx.Client, mode: Mode) -> None:
-    key = make_key(priced.db, balance="1")
-    api = Api(http, priced.base_url, key)
+def test_charged_when_solved(priced: AppHost, mode: Mode) -> None:
+    key = priced.make_key(balance="1")
+    api = priced.api(key)
     task_id = api.submit_id({"method": "base64", "body": b64(png(seed=4)), "n": nonce(),
                              "textinstructions": "sandbox-answer-paid"})
     expect(api.get(task_id, mode, wait=10), ok_body("paid", mode), mode)
@@ -334,9 +329,9 @@ def test_charged_when_solved(priced: ServerProcess, http: httpx.Client, mode: Mo
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_not_enough_balance(priced: ServerProcess, http: httpx.Client, mode: Mode) -> None:
+def test_not_enough_balance(priced: AppHost, mode: Mode) -> None:
     """§0: the price cannot be paid → ERROR_ZERO_BALANCE while threadsinfo shows free threads."""
-    api = Api(http, priced.base_url, make_key(priced.db, balance="0.6", threads=5))
+    api = priced.api(priced.make_key(balance="0.6", threads=5))
     api.submit_id({"method": "base64", "body": b64(png(seed=int(nonce()[:5], 16))),
                    "textinstructions": "sandbox-slow-60"})
     # 0.60 - 0.50 reserved by the pending task leaves 0.10: not enough for 0.50 nor 0.25
@@ -350,17 +345,17 @@ def test_not_enough_balance(priced: ServerProcess, http: httpx.Client, mode: Mod
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_zero_balance(priced: ServerProcess, http: httpx.Client, mode: Mode) -> None:
-    api = Api(http, priced.base_url, make_key(priced.db, balance="0", threads=5))
+def test_zero_balance(priced: AppHost, mode: Mode) -> None:
+    api = priced.api(priced.make_key(balance="0", threads=5))
     expect_error(api.submit({**TOKEN, "n": nonce()}, mode), "ERROR_ZERO_BALANCE", mode)
     expect(api.res({"action": "threadsinfo"}, mode),
            b"OK|threads:5,working_threads:0" if mode == "plain"
            else b'{"status":1,"request":"OK","threads":5,"working_threads":0}', mode)
 
 
-def test_balance_after_charges(priced: ServerProcess, http: httpx.Client) -> None:
-    key = make_key(priced.db, balance="0.75")
-    api = Api(http, priced.base_url, key)
+def test_balance_after_charges(priced: AppHost) -> None:
+    key = priced.make_key(balance="0.75")
+    api = priced.api(key)
     first = api.submit_id({"method": "base64", "body": b64(png(seed=21)), "n": nonce()})
     api.settle(first)
     expect(api.res({"action": "getbalance"}), b"0.25", "plain")
@@ -373,9 +368,9 @@ def test_balance_after_charges(priced: ServerProcess, http: httpx.Client) -> Non
 
 
 @pytest.mark.parametrize("how", ["sandbox-unsolvable", "sandbox-error-ERROR_PROXY_CONNECTION_FAILED"])
-def test_not_charged_when_unsolvable(priced: ServerProcess, http: httpx.Client, how: str) -> None:
-    key = make_key(priced.db, balance="1")
-    api = Api(http, priced.base_url, key)
+def test_not_charged_when_unsolvable(priced: AppHost, how: str) -> None:
+    key = priced.make_key(balance="1")
+    api = priced.api(key)
     task_id = api.submit_id({**TOKEN, "sandbox": how, "n": nonce()})
     assert api.settle(task_id).content.startswith(b"ERROR_")
     expect(api.res({"action": "getbalance"}), b"1.00", "plain")
@@ -386,9 +381,9 @@ def test_not_charged_when_unsolvable(priced: ServerProcess, http: httpx.Client, 
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_refund_on_reportbad(priced: ServerProcess, http: httpx.Client, mode: Mode) -> None:
-    key = make_key(priced.db, balance="1")
-    api = Api(http, priced.base_url, key)
+def test_refund_on_reportbad(priced: AppHost, mode: Mode) -> None:
+    key = priced.make_key(balance="1")
+    api = priced.api(key)
     bad = api.submit_id({"method": "base64", "body": b64(png(seed=31)), "n": nonce()})
     good = api.submit_id({**TOKEN, "n": nonce()})
     api.settle(bad)
@@ -407,30 +402,30 @@ def test_refund_on_reportbad(priced: ServerProcess, http: httpx.Client, mode: Mo
     assert entries[3].task_id == int(bad)
 
 
-def test_topup_through_the_cli_is_a_ledger_row(priced: ServerProcess, http: httpx.Client) -> None:
-    key = make_key(priced.db, balance="0")
-    priced.cli("keys", "topup", key, "2.5")
-    expect(Api(http, priced.base_url, key).res({"action": "getbalance"}), b"2.50", "plain")
+def test_topup_through_the_cli_is_a_ledger_row(priced: AppHost) -> None:
+    key = priced.make_key(balance="0")
+    cli(priced, "keys", "topup", key, "2.5")
+    expect(priced.api(key).res({"action": "getbalance"}), b"2.50", "plain")
     entries = assert_ledger_matches_balance(priced, key)
     assert [(e.kind, e.amount) for e in entries] == [(LedgerKind.TOPUP, 2_500_000)]
 
 
-def test_every_balance_has_its_ledger(priced: ServerProcess) -> None:
+def test_every_balance_has_its_ledger(priced: AppHost) -> None:
     """Across every account on the server (all the tests above): sum(ledger) == balance."""
-    make_key(priced.db, balance="0.3")
+    priced.make_key(balance="0.3")
 
-    async def check(store: SQLiteStore) -> int:
+    async def check(store: Store) -> int:
         accounts = await store.list_accounts()
         for account in accounts:
             entries = await store.ledger(account.id, 100_000)
             assert sum(e.amount for e in entries) == account.balance, account
             assert account.balance >= 0
         return len(accounts)
-    assert with_db(priced.db, check) >= 1
+    assert priced.run(check(priced.store)) >= 1
 
 
-def test_task_ids(priced: ServerProcess, http: httpx.Client) -> None:
-    api = Api(http, priced.base_url, make_key(priced.db, threads=50))
+def test_task_ids(priced: AppHost) -> None:
+    api = priced.api(priced.make_key(threads=50))
     ids = [int(api.submit_id({"method": "hcaptcha", "sitekey": "k", "pageurl": PAGEURL, "n": nonce()}))
            for _ in range(20)]
     assert len(set(ids)) == 20
@@ -439,12 +434,11 @@ def test_task_ids(priced: ServerProcess, http: httpx.Client) -> None:
     assert steps != {1}, "ids must not be sequential"
 
 
-@pytest.mark.parametrize("server_name", ["strict", "priced"])
-def test_keys_are_stored_hashed(request: pytest.FixtureRequest, server_name: str) -> None:
-    server: ServerProcess = request.getfixturevalue(server_name)
-    key = make_key(server.db)
-    cli_key = server.cli("keys", "create", "--sandbox").stdout.strip().splitlines()[-1]
-    files = [p for p in Path(server.db).parent.iterdir() if p.name.startswith(Path(server.db).name)]
+def test_keys_are_stored_hashed(priced: AppHost) -> None:
+    key = priced.make_key()
+    cli_key = cli(priced, "keys", "create", "--sandbox").stdout.strip().splitlines()[-1]
+    db = Path(priced.settings.db)
+    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
     assert files
     for path in files:
         data = path.read_bytes()
@@ -452,3 +446,9 @@ def test_keys_are_stored_hashed(request: pytest.FixtureRequest, server_name: str
             assert k.encode() not in data, path
             assert k.upper().encode() not in data
     assert len(cli_key) == 32
+
+
+def cli(app: AppHost, *args: str) -> subprocess.CompletedProcess[str]:
+    """``capgate ARGS`` on the app's database (SQLite in WAL mode: safe beside the running app)."""
+    return subprocess.run([sys.executable, "-m", "capgate", *args], env={**os.environ, "CAPGATE_DB": app.settings.db},
+                          capture_output=True, text=True, check=True, cwd=REPO, timeout=120)

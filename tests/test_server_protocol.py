@@ -1,4 +1,4 @@
-"""in.php and res.php over real HTTP against a real ``capgate serve``: exact bytes in both modes.
+"""in.php and res.php against the app in process (tests/appkit.py): exact bytes in both modes.
 
 Every reply is checked whole (body == b"...", so no trailing newline), with HTTP 200 and the mode's
 Content-Type. Answers come from the sandbox worker; their random-looking parts are read from the
@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from capgate.solvers.sandbox import FAKE_USER_AGENT
+from tests.appkit import AppHost
 from tests.fixtures import (
     MODES,
     PAGEURL,
@@ -30,26 +31,24 @@ from tests.fixtures import (
     expect,
     expect_error,
     image_bytes,
-    make_key,
     nonce,
     ok_body,
     png,
     task_id_of,
 )
-from tests.serverproc import ServerProcess
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537.36"
 
 
 @pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
+def http(app: AppHost) -> Iterator[httpx.Client]:
+    with app.client() as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def api(server: ServerProcess, http: httpx.Client) -> Api:
-    return Api(http, server.base_url, make_key(server.db, threads=200, balance="10"))
+def api(app: AppHost, http: httpx.Client) -> Api:
+    return Api(http, app.base_url, app.make_key(threads=200, balance="10"))
 
 
 def solved_plain(api: Api, task_id: str) -> str:
@@ -310,23 +309,23 @@ def test_get2_adds_the_price(api: Api, batch: dict[str, str], mode: Mode) -> Non
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("mode", MODES)
-def test_getbalance(server: ServerProcess, http: httpx.Client, mode: Mode, transport: Transport) -> None:
-    key = make_key(server.db, balance="1.234")
-    expect(Api(http, server.base_url, key).res({"action": "getbalance"}, mode, transport),
+def test_getbalance(app: AppHost, http: httpx.Client, mode: Mode, transport: Transport) -> None:
+    key = app.make_key(balance="1.234")
+    expect(Api(http, app.base_url, key).res({"action": "getbalance"}, mode, transport),
            bare_body("1.234", mode), mode)
     assert float(bare_body("1.234", "plain")) == 1.234  # what 2captcha-python does with it
 
 
 @pytest.mark.parametrize(("balance", "text"), [("0", "0.00"), ("10", "10.00"), ("0.5", "0.50"),
                                                ("0.000001", "0.000001")])
-def test_getbalance_format(server: ServerProcess, http: httpx.Client, balance: str, text: str) -> None:
-    api = Api(http, server.base_url, make_key(server.db, balance=balance))
+def test_getbalance_format(app: AppHost, http: httpx.Client, balance: str, text: str) -> None:
+    api = Api(http, app.base_url, app.make_key(balance=balance))
     expect(api.res({"action": "getbalance"}), text.encode(), "plain")
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_threadsinfo(server: ServerProcess, http: httpx.Client, mode: Mode) -> None:
-    api = Api(http, server.base_url, make_key(server.db, threads=7))
+def test_threadsinfo(app: AppHost, http: httpx.Client, mode: Mode) -> None:
+    api = Api(http, app.base_url, app.make_key(threads=7))
     plain, js = b"OK|threads:7,working_threads:%d", b'{"status":1,"request":"OK","threads":7,"working_threads":%d}'
     expect(api.res({"action": "threadsinfo"}, mode), (plain if mode == "plain" else js) % 0, mode)
     api.submit_id({"method": "hcaptcha", "sitekey": "k", "pageurl": PAGEURL, "sandbox": "sandbox-slow-60"})

@@ -1,28 +1,22 @@
-"""The worker API (docs/worker-api.md) against a real ``capgate serve``: tokens, claim, lease,
-heartbeat, answer, fail, and what the customer then reads from res.php.
+"""The worker API (docs/worker-api.md) against the app in process (tests/appkit.py), on both backends
+(SQLite on a temporary file, PostgreSQL in a fresh schema): tokens, claim, lease, heartbeat, answer,
+fail, presence, the human pool, and what the customer then reads from res.php.
 
-One server for the module (no OCR worker, 2 attempts per task, Turnstile at 0.5 USD). Before each test
-a *presence* token drains whatever an earlier test left claimable and keeps every method served
-(a claim without ``methods`` registers ``*``); that token never claims with a method list, which would
-replace its ``*``.
+One app per backend for the module (2 attempts per task, Turnstile at 0.5 USD). Before each test a
+*presence* token drains whatever an earlier test left claimable and keeps every method served (a claim
+without ``methods`` registers ``*``); that token never claims with a method list. The presence tests
+get an app of their own each, where no worker has claimed anything yet.
 
-The helpers here (``provision``, ``claim``, ``submit``, ...) are shared by the other solving-side test
-modules (long-poll, pingback, example worker, human page).
+The shared helpers (``claim``, ``act``, ``submit``, ...) live in tests/workerkit.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
-import os
-import secrets
-import sqlite3
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -30,134 +24,28 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from capgate.server.keys import PREFIX_LENGTH, hash_secret, new_key
-from capgate.server.workers import TOKEN_PREFIX
-from capgate.store.models import usd_to_micros
-from capgate.store.sqlite import SQLiteStore
-from tests.serverproc import ServerProcess, start_server
+from tests.appkit import AppHost, app_host
+from tests.storekit import backend_of
+from tests.workerkit import (
+    PAGEURL,
+    act,
+    balance,
+    call,
+    claim,
+    claim_id,
+    drain,
+    get,
+    png_b64,
+    res,
+    submit,
+    turnstile,
+    unique,
+)
 
 MAX_ATTEMPTS = 2
 TURNSTILE_PRICE = Decimal("0.5")
-PAGEURL = "https://example.com/login"
-Task = dict[str, Any]
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def worker_token(server: ServerProcess, name: str, *flags: str) -> str:
-    """``capgate workers create``: the token is alone on the last stdout line."""
-    token = server.cli("workers", "create", name, *flags).stdout.strip().splitlines()[-1]
-    assert token.startswith("cgw_"), token
-    return token
-
-
-def provision(db: Path, workers: dict[str, list[str]], sandbox: Sequence[bool] = (), *,
-              humans: Sequence[str] = (), balance: str = "0") -> tuple[list[str], list[str]]:
-    """Worker tokens (name -> methods, empty for any; ``humans`` names the ``--human`` ones) and keys
-    (live or sandbox, 200 threads, ``balance`` USD), written straight to the store as
-    ``capgate workers create`` and ``capgate keys create`` do, without a process start for each
-    (those commands themselves run in the human-page and example-worker tests)."""
-    async def run() -> tuple[list[str], list[str]]:
-        store = SQLiteStore(db)
-        await store.open()
-        try:
-            tokens, keys = [], []
-            for name, methods in workers.items():
-                token = TOKEN_PREFIX + secrets.token_hex(20)
-                await store.create_worker(name, hash_secret(token), token[:8], methods, name in humans)
-                tokens.append(token)
-            for is_sandbox in sandbox:
-                key = new_key()
-                await store.create_account(hash_secret(key), key[:PREFIX_LENGTH], 200, usd_to_micros(Decimal(balance)),
-                                           is_sandbox)
-                keys.append(key)
-            return tokens, keys
-        finally:
-            await store.close()
-
-    with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever the caller's thread runs
-        return pool.submit(lambda: asyncio.run(run())).result()
-
-
-def png_b64() -> str:
-    """A PNG of random grey noise (never a duplicate, never under the 100-byte floor)."""
-    buf = io.BytesIO()
-    Image.frombytes("L", (60, 30), os.urandom(60 * 30)).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def unique() -> str:
-    return uuid.uuid4().hex
-
-
-async def call(client: httpx.AsyncClient, token: str | None, path: str, body: Any = None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return await client.post(f"/worker/v1/{path}", json={} if body is None else body, headers=headers)
-
-
-async def claim(client: httpx.AsyncClient, token: str, methods: list[str] | None = None, wait: float = 0,
-                lease_seconds: float | None = None) -> Task | None:
-    body: dict[str, Any] = {"wait": wait}
-    if methods is not None:
-        body["methods"] = methods
-    if lease_seconds is not None:
-        body["lease_seconds"] = lease_seconds
-    reply = await call(client, token, "claim", body)
-    assert reply.status_code == 200, reply.text
-    task: Task | None = reply.json()["task"]
-    return task
-
-
-async def claim_id(client: httpx.AsyncClient, token: str, task_id: str, methods: list[str] | None,
-                   lease_seconds: float | None = None) -> Task:
-    task = await claim(client, token, methods, wait=10, lease_seconds=lease_seconds)
-    assert task is not None, f"no task for {methods}"
-    assert task["id"] == task_id
-    return task
-
-
-async def act(client: httpx.AsyncClient, token: str, task: Task, verb: str, **body: Any) -> httpx.Response:
-    return await call(client, token, f"tasks/{task['id']}/{verb}", {"lease": task["lease"], **body})
-
-
-async def submit(client: httpx.AsyncClient, key: str, **params: str) -> str:
-    """in.php; retried briefly while the service has not yet seen a worker for the method (its view of
-    worker presence is cached for a second)."""
-    for _ in range(80):
-        reply = await client.post("/in.php", data={"key": key, **params})
-        if reply.text != "ERROR_NO_SLOT_AVAILABLE":
-            break
-        await asyncio.sleep(0.1)
-    assert reply.text.startswith("OK|"), reply.text
-    return reply.text[3:]
-
-
-def turnstile() -> dict[str, str]:
-    return {"method": "turnstile", "sitekey": f"0x4AAA{unique()}", "pageurl": PAGEURL}
-
-
-async def res(client: httpx.AsyncClient, key: str, **params: str | int) -> httpx.Response:
-    reply = await client.get("/res.php", params={"key": key, **params})
-    assert reply.status_code == 200
-    return reply
-
-
-async def get(client: httpx.AsyncClient, key: str, task_id: str, **params: str | int) -> str:
-    return (await res(client, key, action="get", id=task_id, **params)).text
-
-
-async def balance(client: httpx.AsyncClient, key: str) -> Decimal:
-    return Decimal((await res(client, key, action="getbalance")).text)
-
-
-def ledger(db: Path, task_id: str) -> list[tuple[str, int]]:
-    """The ledger rows that name a task (kind, amount in micro-USD)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT kind, amount FROM ledger WHERE task_id = ? ORDER BY id", (int(task_id),))
-        return [(str(kind), int(amount)) for kind, amount in rows.fetchall()]
+BACKENDS = ["sqlite", "postgres"]
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -173,34 +61,30 @@ class Tokens:
     key: str  # a live customer key
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"CAPGATE_OCR": "0", "CAPGATE_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-           "CAPGATE_PRICES": f"turnstile={TURNSTILE_PRICE}"}
-    with start_server(tmp_path_factory.mktemp("worker-api"), env=env) as proc:
-        yield proc
+@pytest.fixture(scope="module", params=BACKENDS)
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHost]:
+    backend = backend_of(request, request.param, tmp_path_factory.mktemp(f"worker-api-{request.param}"))
+    with app_host(backend, max_attempts=MAX_ATTEMPTS, prices=f"turnstile={TURNSTILE_PRICE}") as host:
+        yield host
 
 
 @pytest.fixture(scope="module")
-def tokens(live_server: ServerProcess) -> Tokens:
-    workers = {"presence": [], "bot": [], "bot2": [], "tbot": ["turnstile"], "alice": []}
-    (presence, bot, bot2, tbot, alice), (key,) = provision(live_server.db, workers, [False], humans=["alice"],
-                                                            balance="1000")
-    return Tokens(presence, bot, bot2, tbot, alice, key)
-
-
-async def drain(client: httpx.AsyncClient, presence: str) -> None:
-    """Settle whatever an earlier test left claimable, and (claiming without a method list) tell the
-    service that every method is served."""
-    while (task := await claim(client, presence)) is not None:
-        await act(client, presence, task, "fail", error="ERROR_CAPTCHA_UNSOLVABLE", final=True)
+def tokens(live: AppHost) -> Tokens:
+    return Tokens(live.worker_token("presence"), live.worker_token("bot"), live.worker_token("bot2"),
+                  live.worker_token("tbot", ["turnstile"]), live.worker_token("alice", human=True),
+                  live.make_key(sandbox=False, threads=200, balance="1000"))
 
 
 @pytest.fixture()
-async def client(live_server: ServerProcess, tokens: Tokens) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server.base_url, timeout=30) as http:
+async def client(live: AppHost, tokens: Tokens) -> AsyncIterator[httpx.AsyncClient]:
+    async with live.aclient() as http:
         await drain(http, tokens.presence)
         yield http
+
+
+def ledger(live: AppHost, tokens: Tokens, task_id: str) -> list[tuple[str, int]]:
+    """The ledger rows that name a task (kind, amount in micro-USD)."""
+    return live.ledger(tokens.key, task_id)
 
 
 # ------------------------------------------------------------------------------------------ presence
@@ -208,25 +92,26 @@ async def client(live_server: ServerProcess, tokens: Tokens) -> AsyncIterator[ht
 
 @dataclass(frozen=True)
 class Bare:
-    """A server where no worker has claimed anything yet, a live key, and two worker tokens."""
+    """An app where no worker has claimed anything yet (default settings: 3 attempts), a live key,
+    and two worker tokens."""
 
-    url: str
+    host: AppHost
     key: str
     hcaptcha_bot: str  # may serve hcaptcha only
     any_bot: str
 
 
-@pytest.fixture(scope="module")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bare]:
-    with start_server(tmp_path_factory.mktemp("worker-api-bare"), env={"CAPGATE_OCR": "0"}) as proc:
-        (hcaptcha_bot, any_bot), (key,) = provision(proc.db, {"hbot": ["hcaptcha"], "multi": []}, [False])
-        yield Bare(proc.base_url, key, hcaptcha_bot, any_bot)
+@pytest.fixture(params=BACKENDS)
+def bare(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bare]:
+    with app_host(backend_of(request, request.param, tmp_path)) as host:
+        yield Bare(host, host.make_key(sandbox=False, threads=200), host.worker_token("hbot", ["hcaptcha"]),
+                   host.worker_token("multi"))
 
 
 async def test_live_submit_needs_a_worker_that_claimed_the_method(bare: Bare) -> None:
     key, token = bare.key, bare.hcaptcha_bot
     hcaptcha = {"method": "hcaptcha", "sitekey": unique(), "pageurl": PAGEURL}
-    async with httpx.AsyncClient(base_url=bare.url, timeout=30) as http:
+    async with bare.host.aclient() as http:
         for params in (hcaptcha, turnstile()):
             assert (await http.post("/in.php", data={"key": key, **params})).text == "ERROR_NO_SLOT_AVAILABLE"
         assert await claim(http, token) is None  # registers presence for the token's methods
@@ -238,7 +123,7 @@ async def test_live_submit_needs_a_worker_that_claimed_the_method(bare: Bare) ->
 
 async def test_presence_covers_each_method_a_token_claims(bare: Bare) -> None:
     key, token = bare.key, bare.any_bot
-    async with httpx.AsyncClient(base_url=bare.url, timeout=30) as http:
+    async with bare.host.aclient() as http:
         assert await claim(http, token, ["lemin"]) is None
         assert await claim(http, token, ["friendly_captcha"]) is None
         params = {"method": "friendly_captcha", "sitekey": unique(), "pageurl": PAGEURL}
@@ -249,6 +134,41 @@ async def test_presence_covers_each_method_a_token_claims(bare: Bare) -> None:
                 break
             await asyncio.sleep(0.1)
         assert reply.startswith("OK|")
+
+
+async def test_a_token_that_claims_turnstile_then_hcaptcha_serves_both(bare: Bare) -> None:
+    """Issue 10, defect 1: a later claim of another method must not drop the earlier one."""
+    key, token = bare.key, bare.any_bot
+    async with bare.host.aclient() as http:
+        assert await claim(http, token, ["turnstile"]) is None
+        assert await claim(http, token, ["hcaptcha"]) is None
+        reply = "ERROR_NO_SLOT_AVAILABLE"
+        for _ in range(15):  # past the service's one-second cache of who is serving what
+            reply = (await http.post("/in.php", data={"key": key, **turnstile()})).text
+            if reply != "ERROR_NO_SLOT_AVAILABLE":
+                break
+            await asyncio.sleep(0.1)
+        assert reply.startswith("OK|"), reply
+        hcaptcha = {"method": "hcaptcha", "sitekey": unique(), "pageurl": PAGEURL}
+        assert (await http.post("/in.php", data={"key": key, **hcaptcha})).text.startswith("OK|")
+
+
+async def test_giving_back_without_error_on_the_last_attempt_settles_unsolvable_at_once(bare: Bare) -> None:
+    """Issue 10, defect 2: ``fail`` with ``"error": null`` on each of the 3 attempts (max_attempts=3)
+    settles the task ERROR_CAPTCHA_UNSOLVABLE then and there, not at its deadline."""
+    assert bare.host.settings.max_attempts == 3
+    key, token = bare.key, bare.any_bot
+    async with bare.host.aclient() as http:
+        assert await claim(http, token) is None  # presence for every method
+        task_id = await submit(http, key, **turnstile())
+        for attempt in (1, 2, 3):
+            task = await claim_id(http, token, task_id, ["turnstile"])
+            assert task["attempt"] == attempt
+            assert (await act(http, token, task, "fail", error=None)).status_code == 200
+        assert await get(http, key, task_id) == "ERROR_CAPTCHA_UNSOLVABLE"
+        assert json.loads(await get(http, key, task_id, json=1))["request"] == "ERROR_CAPTCHA_UNSOLVABLE"
+        assert await claim(http, token, ["turnstile"]) is None
+        assert bare.host.ledger(key, task_id) == []
 
 
 # ------------------------------------------------------------------------------------------ auth and input
@@ -372,7 +292,7 @@ async def test_lease_length_is_bounded(client: httpx.AsyncClient, tokens: Tokens
 
 
 async def test_expired_lease_goes_to_another_worker_and_the_late_answer_is_refused(
-        client: httpx.AsyncClient, tokens: Tokens, live_server: ServerProcess) -> None:
+        client: httpx.AsyncClient, tokens: Tokens, live: AppHost) -> None:
     task_id = await submit(client, tokens.key, **turnstile())
     first = await claim_id(client, tokens.bot, task_id, ["turnstile"], lease_seconds=1)
     second = await claim_id(client, tokens.bot2, task_id, ["turnstile"])  # waits for the lease to run out
@@ -384,11 +304,11 @@ async def test_expired_lease_goes_to_another_worker_and_the_late_answer_is_refus
     assert (await act(client, tokens.bot2, second, "answer", answer={"token": "again"})).status_code == 409
     assert (await act(client, tokens.bot, first, "answer", answer={"token": "late"})).status_code == 409
     assert await get(client, tokens.key, task_id) == "OK|on-time"
-    assert ledger(live_server.db, task_id) == [("charge", -500_000)]
+    assert ledger(live, tokens, task_id) == [("charge", -500_000)]
 
 
 async def test_concurrent_answers_settle_the_task_once(client: httpx.AsyncClient, tokens: Tokens,
-                                                       live_server: ServerProcess) -> None:
+                                                       live: AppHost) -> None:
     before = await balance(client, tokens.key)
     task_id = await submit(client, tokens.key, **turnstile())
     task = await claim_id(client, tokens.bot, task_id, ["turnstile"])
@@ -398,7 +318,7 @@ async def test_concurrent_answers_settle_the_task_once(client: httpx.AsyncClient
     assert statuses == [200] + [409] * 7
     winner = next(i for i, reply in enumerate(replies) if reply.status_code == 200)
     assert await get(client, tokens.key, task_id) == f"OK|t{winner}"
-    assert ledger(live_server.db, task_id) == [("charge", -500_000)]
+    assert ledger(live, tokens, task_id) == [("charge", -500_000)]
     assert await balance(client, tokens.key) == before - TURNSTILE_PRICE
 
 
@@ -406,7 +326,7 @@ async def test_concurrent_answers_settle_the_task_once(client: httpx.AsyncClient
 
 
 async def test_failed_attempts_end_unsolvable_and_uncharged(client: httpx.AsyncClient, tokens: Tokens,
-                                                            live_server: ServerProcess) -> None:
+                                                            live: AppHost) -> None:
     before = await balance(client, tokens.key)
     task_id = await submit(client, tokens.key, **turnstile())
     first = await claim_id(client, tokens.bot, task_id, ["turnstile"])
@@ -419,11 +339,11 @@ async def test_failed_attempts_end_unsolvable_and_uncharged(client: httpx.AsyncC
     assert json.loads(await get(client, tokens.key, task_id, json=1))["request"] == "ERROR_CAPTCHA_UNSOLVABLE"
     assert await claim(client, tokens.bot, ["turnstile"]) is None
     assert await balance(client, tokens.key) == before
-    assert ledger(live_server.db, task_id) == []
+    assert ledger(live, tokens, task_id) == []
 
 
 async def test_lost_leases_end_unsolvable_and_uncharged(client: httpx.AsyncClient, tokens: Tokens,
-                                                        live_server: ServerProcess) -> None:
+                                                        live: AppHost) -> None:
     before = await balance(client, tokens.key)
     task_id = await submit(client, tokens.key, **turnstile())
     await claim_id(client, tokens.bot, task_id, ["turnstile"], lease_seconds=1)
@@ -432,7 +352,7 @@ async def test_lost_leases_end_unsolvable_and_uncharged(client: httpx.AsyncClien
     assert await get(client, tokens.key, task_id, wait=20) == "ERROR_CAPTCHA_UNSOLVABLE"
     assert (await act(client, tokens.bot2, last, "answer", answer={"token": "too-late"})).status_code == 409
     assert await balance(client, tokens.key) == before
-    assert ledger(live_server.db, task_id) == []
+    assert ledger(live, tokens, task_id) == []
 
 
 async def test_attempts_given_back_without_error_also_end_unsolvable(client: httpx.AsyncClient,
@@ -451,7 +371,7 @@ async def test_attempts_given_back_without_error_also_end_unsolvable(client: htt
     ("ERROR_ZERO_BALANCE", "ERROR_CAPTCHA_UNSOLVABLE"),  # not of the unsolvable family
     ("made-up", "ERROR_CAPTCHA_UNSOLVABLE"),
 ])
-async def test_fail_final_settles_at_once(client: httpx.AsyncClient, tokens: Tokens, live_server: ServerProcess,
+async def test_fail_final_settles_at_once(client: httpx.AsyncClient, tokens: Tokens, live: AppHost,
                                           error: str, shown: str) -> None:
     task_id = await submit(client, tokens.key, **turnstile())
     task = await claim_id(client, tokens.bot, task_id, ["turnstile"])
@@ -461,7 +381,7 @@ async def test_fail_final_settles_at_once(client: httpx.AsyncClient, tokens: Tok
     body = json.loads(await get(client, tokens.key, task_id, json=1))
     assert body["status"] == 0
     assert body["request"] == shown
-    assert ledger(live_server.db, task_id) == []
+    assert ledger(live, tokens, task_id) == []
 
 
 async def test_fail_final_without_error_only_gives_the_task_back(client: httpx.AsyncClient,
@@ -614,3 +534,4 @@ async def test_human_tokens_get_tasks_from_the_human_pool(client: httpx.AsyncCli
     other = await claim_id(client, tokens.human, other_id, None)
     assert (await act(client, tokens.human, other, "answer", answer={"token": "by-hand"})).status_code == 200
     assert await get(client, tokens.key, other_id) == "OK|by-hand"
+
