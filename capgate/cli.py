@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.ssl_certfile:
         ssl = {"ssl_certfile": settings.ssl_certfile, "ssl_keyfile": settings.ssl_keyfile or None}
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
-                **ssl)
+                timeout_graceful_shutdown=max(settings.shutdown_grace, 0), **ssl)
     return 0
 
 

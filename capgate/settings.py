@@ -26,6 +26,9 @@ class Settings:
     db: str = field(default_factory=database_url)
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
+    # On SIGTERM or Ctrl-C, requests still running after this many seconds are cut off: a claim or
+    # res.php long-poll may otherwise hold the stop for its whole wait (up to 30 s).
+    shutdown_grace: int = 1
 
     # Request and image limits (§0 "Image limits").
     body_limit: int = 8 * 1024 * 1024

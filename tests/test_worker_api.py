@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from capgate.testing import ServerProcess
 from tests.appkit import AppHost, app_host
 from tests.storekit import backend_of
 from tests.workerkit import (
@@ -41,6 +42,7 @@ from tests.workerkit import (
     submit,
     turnstile,
     unique,
+    worker_token,
 )
 
 MAX_ATTEMPTS = 2
@@ -535,3 +537,26 @@ async def test_human_tokens_get_tasks_from_the_human_pool(client: httpx.AsyncCli
     assert (await act(client, tokens.human, other, "answer", answer={"token": "by-hand"})).status_code == 200
     assert await get(client, tokens.key, other_id) == "OK|by-hand"
 
+
+# ------------------------------------------------------------------------------------------ a worker that hangs up
+
+
+async def test_a_claim_whose_worker_hung_up_leases_nothing(server: ServerProcess) -> None:
+    """A worker stopped while its claim long-polled: the task that arrives next goes to a live worker,
+    not to the dead connection (where it would sit leased, unanswered, until the lease ran out)."""
+    key = server.create_key(sandbox=False, threads=5)
+    token = worker_token(server, f"hangup-{unique()}", "--methods", "turnstile")
+    body = json.dumps({"methods": ["turnstile"], "wait": 20}).encode()
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"POST /worker/v1/claim HTTP/1.1\r\nHost: capgate\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the claim is waiting on the server
+    writer.close()
+    await writer.wait_closed()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        task_id = await submit(client, key, **turnstile())
+        await asyncio.sleep(1.5)  # three of the dead claim's re-checks: it would have taken the task by now
+        claimed = await claim(client, token, ["turnstile"], wait=5)
+        assert claimed is not None and claimed["id"] == task_id

@@ -100,7 +100,10 @@ class WorkerApi:
         if now - self._seen.get((worker.id, served), 0.0) > PRESENCE_EVERY_S:
             self._seen[(worker.id, served)] = now
             await self.dispatcher.store.worker_seen(worker.id, served, now)
-        claimed = await self.dispatcher.claim(pools_for(worker), methods, wait, lease_s)
+        # A worker that hung up while it waited (stopped, crashed) must not be leased a task that
+        # no one would then work on until the lease ran out.
+        claimed = await self.dispatcher.claim(pools_for(worker), methods, wait, lease_s,
+                                              gone=request.is_disconnected)
         return JSONResponse({"task": task_json(claimed) if claimed else None})
 
     async def heartbeat(self, request: Request) -> Response:

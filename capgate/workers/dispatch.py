@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
@@ -99,14 +99,18 @@ class Dispatcher:
         self.hub.settled(task_id)
 
     async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, wait: float,
-                    lease_s: float) -> Claimed | None:
-        """The oldest due task for ``methods`` (``None``: any), waiting up to ``wait`` seconds."""
+                    lease_s: float, gone: Callable[[], Awaitable[bool]] | None = None) -> Claimed | None:
+        """The oldest due task for ``methods`` (``None``: any), waiting up to ``wait`` seconds;
+        ``None`` at once if ``gone()`` says the worker stopped waiting meanwhile."""
         lease_s = max(1.0, min(lease_s, MAX_LEASE_S))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, min(wait, MAX_CLAIM_WAIT_S))
+        waited = False
         while True:
             now = time.time()
             if await self.store.has_claimable(pools, methods, now, self.settings.max_attempts):
+                if waited and gone is not None and await gone():
+                    return None
                 lease = secrets.token_hex(12)
                 task = await self.store.claim(pools, methods, lease, lease_s, now, self.settings.max_attempts)
                 if task is not None:
@@ -117,6 +121,7 @@ class Dispatcher:
             if remaining <= 0:
                 return None
             await self.hub.wait_queued(min(CLAIM_RECHECK_S, remaining))
+            waited = True
 
     async def heartbeat(self, task_id: int, lease: str, lease_s: float) -> float | None:
         lease_s = max(1.0, min(lease_s, MAX_LEASE_S))
