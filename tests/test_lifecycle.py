@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from capgate.protocol.codes import C
 from capgate.store.lifecycle import (
+    FORBIDDEN,
     TABLE,
     Context,
     Decision,
@@ -37,8 +38,8 @@ MAX = 3
 
 def queued(**changes: object) -> TaskView:
     task = TaskView(id=1, account_id=7, state=TaskState.PENDING, pool=Pool.MAIN.value, price=50, deadline_at=T0 + 100,
-                    not_before=T0, attempts=0, lease_owner=None, lease_until=None, settled_at=None, error=None,
-                    report=None, answer=None, confidence=None)
+                    not_before=T0, attempts=0, lease_owner=None, lease_until=None, lease_worker=None,
+                    settled_at=None, error=None, report=None, answer=None, confidence=None)
     return task._replace(**changes)  # type: ignore[arg-type]
 
 
@@ -109,6 +110,26 @@ def test_only_the_holder_acts_and_only_while_the_lease_lives() -> None:
     assert ok(decide(task, Event.HEARTBEAT, ctx(T0 + 20, lease="L", lease_s=30))).task.lease_until == T0 + 50
 
 
+def test_only_the_worker_token_that_claimed_acts_on_the_lease() -> None:
+    task = ok(decide(queued(), Event.CLAIM, ctx(lease="L", lease_s=30, worker=4))).task
+    assert task.lease_worker == 4
+    for event in (Event.HEARTBEAT, Event.ANSWER, Event.GIVE_BACK, Event.FAIL):
+        for other in (5, None):
+            refused = decide(task, event, ctx(T0 + 1, lease="L", lease_s=30, answer="{}", worker=other))
+            assert refused == Refused("the lease is another worker token's", FORBIDDEN), (event, other)
+        assert isinstance(decide(task, event, ctx(T0 + 1, lease="L", lease_s=30, answer="{}", worker=4)), Decision)
+    back = ok(decide(task, Event.GIVE_BACK, ctx(T0 + 1, lease="L", worker=4))).task
+    assert back.lease_worker is None  # queued again: the next claim's token holds it
+
+
+def test_cancel_settles_pending_work_uncharged() -> None:
+    for task in (queued(), leased()):
+        decision = ok(decide(task, Event.CANCEL, ctx(T0 + 1)))
+        assert (decision.task.state, decision.task.error, decision.charge) == (
+            TaskState.UNSOLVABLE, C.CAPTCHA_UNSOLVABLE, 0)
+    assert isinstance(decide(solved(), Event.CANCEL, ctx(T0 + 2)), Refused)  # what was delivered stays
+
+
 def test_answer_settles_and_charges_the_price() -> None:
     decision = ok(decide(leased(), Event.ANSWER, ctx(T0 + 1, lease="L", answer='{"text":"x"}', confidence=0.9)))
     assert decision.charge == 50 and decision.refund == 0
@@ -166,6 +187,10 @@ def test_reports() -> None:
     assert ok(decide(task, Event.REPORT_BAD, ctx(T0 + 2, refund_bad=False, **window))).refund == 0
     assert decide(bad.task, Event.REPORT_BAD, ctx(T0 + 3, **window)) == Refused("reported already",
                                                                                    C.DUPLICATE_REPORT)
+    assert ok(decide(task, Event.REPORT_BAD, ctx(T0 + 2, refund_room=50, **window))).refund == 50
+    over = decide(task, Event.REPORT_BAD, ctx(T0 + 2, refund_room=49, **window))
+    assert over == Refused("the account's refund budget is used up", C.REPORT_NOT_RECORDED)
+    assert isinstance(decide(task, Event.REPORT_GOOD, ctx(T0 + 2, refund_room=0, **window)), Decision)
     late = decide(task, Event.REPORT_BAD, ctx(T0 + 62, **window))
     assert isinstance(late, Refused) and late.code == C.REPORT_NOT_RECORDED
     for unsolved in (queued(), leased(), queued(state=TaskState.UNSOLVABLE, settled_at=T0)):
@@ -188,6 +213,7 @@ def test_admission_order() -> None:
     assert admit(load._replace(balance=0), 0, 10, "CAP") is None  # free tasks need no balance
     assert admit(load._replace(duplicate=True, queued=10), 50, 10, "CAP") == C.BAD_DUPLICATES
     assert admit(load._replace(queued=10), 50, 10, "CAP") == C.NO_SLOT_AVAILABLE
+    assert admit(load._replace(disabled=True, working=2), 50, 10, "CAP") == C.KEY_DOES_NOT_EXIST
 
 
 # ------------------------------------------------------------------------------------------ random sequences
@@ -280,6 +306,12 @@ class Lifecycle(RuleBasedStateMachine):
                                             else self.ids()))
         self.apply(task_id, Event.REPORT_GOOD if good else Event.REPORT_BAD,
                    Context(self.now, MAX, report_window_s=100.0))
+
+    @precondition(lambda self: bool(self.tasks))
+    @rule()
+    def account_disabled(self) -> None:
+        for task_id in self.ids(TaskState.PENDING):
+            self.apply(task_id, Event.CANCEL, Context(self.now, MAX))
 
     @rule(step=st.sampled_from([0.25, 1.5, 4.0, 12.0, 45.0]))
     def time_passes(self, step: float) -> None:

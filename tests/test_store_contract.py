@@ -821,3 +821,83 @@ async def test_settle_due_concurrent_settles_and_charges_once(backend: Backend) 
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL only
+
+
+# ------------------------------------------------------------------------------------------ who may do what
+
+
+async def test_disabling_an_account_settles_its_pending_tasks_uncharged(store: Store) -> None:
+    acc = await account(store, balance=1000)
+    queued = await submit_ok(store, acc, new_task("q", price=100))
+    running = await submit_ok(store, acc, new_task("r", price=100))
+    assert await claim(store, "L", T0 + 1) in (queued, running)
+    leased = await store.get_task(acc.id, queued)
+    held, waiting = (queued, running) if leased is not None and leased.lease_owner == "L" else (running, queued)
+    await store.update_account(acc.id, disabled=True)
+    for task_id in (held, waiting):
+        task = await store.get_task(acc.id, task_id)
+        assert task is not None and (task.state, task.error) == (TaskState.UNSOLVABLE, C.CAPTCHA_UNSOLVABLE)
+    assert not await store.complete(held, "L", {"text": "late"}, 0.9, T0 + 2)  # the worker's answer is refused
+    assert await claim(store, "L2", T0 + 2) is None  # nothing of it is handed out
+    assert await balance_of(store, acc.id) == 1000
+    await store.update_account(acc.id, disabled=False)  # enabling again revives nothing
+    assert (await store.get_task(acc.id, waiting)).state is TaskState.UNSOLVABLE  # type: ignore[union-attr]
+    assert await store.working_threads(acc.id, T0 + 3) == 0
+
+
+async def test_a_submit_read_before_the_account_was_disabled_is_refused(store: Store) -> None:
+    acc = await account(store)
+    await store.update_account(acc.id, disabled=True)
+    assert (await store.submit(acc, new_task("x"), T0, LIMITS)).code == C.KEY_DOES_NOT_EXIST
+
+
+async def test_only_the_claiming_worker_token_acts_on_its_lease(store: Store) -> None:
+    acc = await account(store, balance=1000)
+    task_id = await submit_ok(store, acc, new_task("a", price=100))
+    claimed = await store.claim(("main",), None, "L", 30.0, T0, MAX_ATTEMPTS, worker_id=7)
+    assert claimed is not None and claimed.lease_worker == 7
+    assert not await store.heartbeat(task_id, "L", 30, T0 + 1, worker_id=8)
+    assert not await store.complete(task_id, "L", {"text": "x"}, 0.9, T0 + 1, worker_id=8)
+    assert not await store.complete(task_id, "L", {"text": "x"}, 0.9, T0 + 1)  # nor one inside the service
+    assert not await store.fail(task_id, "L", None, MAX_ATTEMPTS, T0 + 1, worker_id=8)
+    assert await store.heartbeat(task_id, "L", 30, T0 + 1, worker_id=7)
+    assert await store.complete(task_id, "L", {"text": "x"}, 0.9, T0 + 2, worker_id=7)
+    assert await balance_of(store, acc.id) == 900
+
+
+async def test_bans_are_listed_and_lifted(store: Store) -> None:
+    for _ in range(3):
+        await store.strike("203.0.113.9", T0, 60, 3, 300)
+    assert await store.bans(T0 + 1) == [("203.0.113.9", T0 + 300)]
+    assert await store.ip_banned("203.0.113.9", T0 + 1)
+    assert await store.lift_ban("203.0.113.9")
+    assert not await store.lift_ban("203.0.113.9")
+    assert not await store.ip_banned("203.0.113.9", T0 + 1) and await store.bans(T0 + 1) == []
+    assert not await store.strike("203.0.113.9", T0 + 2, 60, 3, 300)  # its strikes were forgotten too
+
+
+async def test_worker_tokens_are_disabled_enabled_and_deleted(store: Store) -> None:
+    bot = await store.create_worker("bot", "wh-1", "cgw_abcd", [], False)
+    await store.worker_seen(bot.id, ["turnstile"], T0)
+    disabled = await store.set_worker_disabled(bot.id, True)
+    assert disabled is not None and disabled.disabled
+    assert (await store.worker_by_token_hash("wh-1")).disabled  # type: ignore[union-attr]
+    assert await store.active_worker_methods(T0 - 1) == set()  # a disabled token serves nothing
+    assert not (await store.set_worker_disabled(bot.id, False)).disabled  # type: ignore[union-attr]
+    assert await store.delete_worker(bot.id)
+    assert await store.worker_by_token_hash("wh-1") is None and not await store.delete_worker(bot.id)
+    assert await store.set_worker_disabled(bot.id, True) is None
+
+
+async def test_reportbad_refunds_within_the_budget_and_retention(store: Store) -> None:
+    acc = await account(store, balance=10_000)
+    first = await solved_task(store, acc, "f1", price=1000)
+    second = await solved_task(store, acc, "f2", price=1000)
+    budget = ReportPolicy(window_s=900.0, refund_bad=True, budget_share=0.5)
+    assert await store.report(acc.id, first, False, T0 + 5, budget) is None  # 1000 of 2000 charged: at the cap
+    assert await store.report(acc.id, second, False, T0 + 5, budget) == C.REPORT_NOT_RECORDED
+    assert await balance_of(store, acc.id) == 10_000 - 2000 + 1000
+    third = await solved_task(store, acc, "f3", price=1000)
+    kept = ReportPolicy(window_s=900.0, refund_bad=True, retention_s=60.0)
+    assert await store.report(acc.id, third, False, T0 + 62, kept) == C.REPORT_NOT_RECORDED  # result gone
+    assert await store.report(acc.id, third, True, T0 + 30, kept) is None

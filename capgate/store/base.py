@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -47,6 +48,9 @@ class SubmitOutcome:
 class ReportPolicy:
     window_s: float  # reports accepted this long after the task settled
     refund_bad: bool  # reportbad gives the charge back
+    retention_s: float = math.inf  # results kept this long: no report once a task's result is gone
+    budget_share: float = 0.0  # refunds capped at this share of the account's charges; 0: no cap
+    budget_window_s: float = 86_400.0  # ... over this many seconds back
 
 
 class Store(abc.ABC):
@@ -122,17 +126,20 @@ class Store(abc.ABC):
     async def report(self, account_id: int, task_id: int, good: bool, now: float,
                      policy: ReportPolicy) -> str | None:
         """``None`` when recorded, else the code to answer."""
-        ctx = Context(now, max_attempts=0, report_window_s=policy.window_s, refund_bad=policy.refund_bad)
-        return await self._transact(scripts.report, account_id, task_id, good, ctx)
+        ctx = Context(now, max_attempts=0, report_window_s=min(policy.window_s, policy.retention_s),
+                      refund_bad=policy.refund_bad)
+        return await self._transact(scripts.report, account_id, task_id, good, ctx, policy.budget_share,
+                                    policy.budget_window_s)
 
     # ---- tasks, worker side
     async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, lease: str,
-                    lease_s: float, now: float, max_attempts: int) -> Task | None:
+                    lease_s: float, now: float, max_attempts: int, worker_id: int | None = None) -> Task | None:
         """Lease the oldest due task to ``lease`` (a fresh id per claim, so that an answer from
-        a worker whose lease expired and was re-issued is refused)."""
+        a worker whose lease expired and was re-issued is refused), held by the worker token
+        ``worker_id`` (``None``: a worker inside the service): only that token may act on it."""
         if not pools or (methods is not None and not methods):
             return None
-        ctx = Context(now, max_attempts, lease=lease, lease_s=lease_s)
+        ctx = Context(now, max_attempts, lease=lease, lease_s=lease_s, worker=worker_id)
         return await self._transact(scripts.claim, pools, methods, ctx)
 
     async def has_claimable(self, pools: Sequence[str], methods: Sequence[str] | None, now: float,
@@ -147,22 +154,25 @@ class Store(abc.ABC):
         row = await self._read(stmt) if stmt is not None else None
         return Task.from_row(row) if row is not None else None
 
-    async def heartbeat(self, task_id: int, worker: str, lease_s: float, now: float) -> bool:
-        ctx = Context(now, max_attempts=0, lease=worker, lease_s=lease_s)
+    async def heartbeat(self, task_id: int, worker: str, lease_s: float, now: float,
+                        worker_id: int | None = None) -> bool:
+        ctx = Context(now, max_attempts=0, lease=worker, lease_s=lease_s, worker=worker_id)
         return await self._transact(scripts.act, task_id, Event.HEARTBEAT, ctx)
 
     async def complete(self, task_id: int, worker: str, answer: dict[str, object],
-                       confidence: float | None, now: float) -> bool:
+                       confidence: float | None, now: float, worker_id: int | None = None) -> bool:
         """Settle as solved and charge, if ``worker`` still holds the lease. ``False`` if not."""
-        ctx = Context(now, max_attempts=0, lease=worker, answer=_answer_text(answer), confidence=confidence)
+        ctx = Context(now, max_attempts=0, lease=worker, answer=_answer_text(answer), confidence=confidence,
+                      worker=worker_id)
         return await self._transact(scripts.act, task_id, Event.ANSWER, ctx)
 
     async def fail(self, task_id: int, worker: str, error: str | None, max_attempts: int,
-                   now: float, to_human: bool = False, *, final: bool = False) -> bool:
+                   now: float, to_human: bool = False, *, final: bool = False,
+                   worker_id: int | None = None) -> bool:
         """Give the task back (to the human pool with ``to_human``) for another attempt; once its
         attempts are used up, or at once when ``final``, settle it unsolvable with ``error``."""
         event = Event.FAIL if final else Event.TO_HUMAN if to_human else Event.GIVE_BACK
-        ctx = Context(now, max_attempts, lease=worker, error=error)
+        ctx = Context(now, max_attempts, lease=worker, error=error, worker=worker_id)
         return await self._transact(scripts.act, task_id, event, ctx)
 
     async def settle_due(self, pool: str, now: float, limit: int, solve: Solve) -> list[int]:
@@ -191,6 +201,14 @@ class Store(abc.ABC):
     async def ip_banned(self, ip: str, now: float) -> bool:
         return await self._read(scripts.ip_banned(ip, now)) is not None
 
+    async def bans(self, now: float) -> list[tuple[str, float]]:
+        """Addresses banned at ``now``, with when each ban ends, latest first."""
+        return [(r["ip"], float(r["until"])) for r in await self._read(scripts.bans(now))]
+
+    async def lift_ban(self, ip: str) -> bool:
+        """End a ban (and forget the address's strikes); ``False`` if it was not banned."""
+        return await self._transact(scripts.lift_ban, ip)
+
     async def strike(self, ip: str, now: float, window_s: float, threshold: int, ban_s: float) -> bool:
         """Count a wrong-key request; ``True`` if the address is now banned."""
         return await self._transact(scripts.strike, ip, now, window_s, threshold, ban_s)
@@ -216,6 +234,12 @@ class Store(abc.ABC):
 
     async def list_workers(self) -> list[WorkerToken]:
         return [WorkerToken.from_row(r) for r in await self._read(scripts.all_workers())]
+
+    async def set_worker_disabled(self, worker_id: int, disabled: bool) -> WorkerToken | None:
+        return await self._transact(scripts.set_worker_disabled, worker_id, disabled)
+
+    async def delete_worker(self, worker_id: int) -> bool:
+        return await self._transact(scripts.delete_worker, worker_id)
 
     async def worker_seen(self, worker_id: int, methods: Sequence[str], now: float) -> None:
         await self._transact(scripts.worker_seen, worker_id, methods, now)

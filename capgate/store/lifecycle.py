@@ -5,13 +5,14 @@ Pure: no I/O and no clock (``now`` is always an argument). Both store backends r
 Admission of a new task (the submit event) is :func:`admit`.
 
 ``TABLE`` is the whole state machine, read as "in this phase, this event leads there". A rule's
-guards (who holds the lease, the deadline, the attempts left, the report window) are checked in
+guards (who holds the lease and with which worker token, the deadline, the attempts left, the report
+window and the account's refund budget) are checked in
 :func:`decide`, the one place that applies the table::
 
     QUEUED --claim--> LEASED --answer--> SOLVED --report good/bad--> SOLVED --expire--> EXPIRED
       |                 |  \\--give back / to a person--> QUEUED (UNSOLVABLE when attempts are used up)
       |                 |  \\--fail--> UNSOLVABLE --expire--> EXPIRED
-      \\--deadline------\\--deadline--> UNSOLVABLE
+      \\--deadline------\\--deadline--> UNSOLVABLE   (and --cancel--> when the account is disabled)
 
 A lease that runs out is lost without a write: a pending task whose lease has lapsed is QUEUED
 again (any worker may claim it). The sweep writes ``lease_lost`` only for such a task whose last
@@ -50,6 +51,7 @@ class Event(StrEnum):
     FAIL = "fail"  # the worker says no attempt can solve it
     LEASE_LOST = "lease_lost"  # the lease lapsed (written by the sweep when no attempt is left)
     DEADLINE = "deadline"  # the task's deadline passed while it was pending
+    CANCEL = "cancel"  # the account was disabled: its pending work settles, uncharged
     REPORT_GOOD = "report_good"
     REPORT_BAD = "report_bad"
     EXPIRE = "expire"  # the retention passed since it settled
@@ -78,6 +80,7 @@ TABLE: Mapping[Phase, Mapping[Event, Rule]] = {
         Event.CLAIM: Rule(Phase.LEASED, lease="take", attempt=True),
         Event.LEASE_LOST: Rule(Phase.QUEUED, exhausted=Phase.UNSOLVABLE, lease="clear"),
         Event.DEADLINE: Rule(Phase.UNSOLVABLE, lease="drop"),
+        Event.CANCEL: Rule(Phase.UNSOLVABLE, lease="drop"),
     },
     Phase.LEASED: {
         Event.HEARTBEAT: Rule(Phase.LEASED, lease="extend", holder_only=True),
@@ -86,6 +89,7 @@ TABLE: Mapping[Phase, Mapping[Event, Rule]] = {
         Event.TO_HUMAN: dataclasses.replace(_GIVE_BACK, pool=Pool.HUMAN),
         Event.FAIL: Rule(Phase.UNSOLVABLE, lease="drop", holder_only=True),
         Event.DEADLINE: Rule(Phase.UNSOLVABLE, lease="drop"),
+        Event.CANCEL: Rule(Phase.UNSOLVABLE, lease="drop"),
     },
     Phase.SOLVED: {
         Event.REPORT_GOOD: Rule(Phase.SOLVED, report="good"),
@@ -140,6 +144,7 @@ thread, so building them must cost little."""
     attempts: int
     lease_owner: str | None
     lease_until: float | None
+    lease_worker: int | None  # the worker token that holds (or last held) the lease; None: in-process
     settled_at: float | None
     error: str | None
     report: str | None
@@ -153,8 +158,8 @@ thread, so building them must cost little."""
             id=int(row["id"]), account_id=int(row["account_id"]), state=TaskState(row["state"]),
             pool=row["pool"], price=int(row["price"]), deadline_at=float(row["deadline_at"]),
             not_before=float(row["not_before"]), attempts=int(row["attempts"]), lease_owner=row["lease_owner"],
-            lease_until=row["lease_until"], settled_at=row["settled_at"], error=row["error"],
-            report=row["report"], answer=row["answer"], confidence=row["confidence"])
+            lease_until=row["lease_until"], lease_worker=row["lease_worker"], settled_at=row["settled_at"],
+            error=row["error"], report=row["report"], answer=row["answer"], confidence=row["confidence"])
 
     def phase(self, now: float) -> Phase:
         if self.state is TaskState.PENDING:
@@ -170,11 +175,13 @@ class Context(NamedTuple):
     max_attempts: int
     lease: str | None = None  # the worker's lease: the new one (claim) or the one it holds
     lease_s: float = 0.0
+    worker: int | None = None  # the worker token acting (None: a worker inside this service)
     answer: str | None = None
     confidence: float | None = None
     error: str | None = None  # the code the customer will read if the task settles unsolvable
     report_window_s: float = 0.0
     refund_bad: bool = True
+    refund_room: int | None = None  # what the account's refund budget still allows (None: no budget)
     retention_s: float = 0.0
 
 
@@ -190,6 +197,9 @@ class Decision(NamedTuple):
         """This decision followed by ``later`` (taken on this one's task), as one write."""
         return Decision(later.task, {**self.changed, **later.changed}, self.charge + later.charge,
                         self.refund + later.refund)
+
+
+FORBIDDEN = "forbidden"  # Refused.code for an act on a lease another worker token holds
 
 
 @dataclass(frozen=True)
@@ -213,13 +223,13 @@ def decide(task: TaskView, event: Event, ctx: Context) -> Decision | Refused:
     to = rule.exhausted if exhausted and rule.exhausted is not None else rule.to
     changed: dict[str, Any] = {}
     if rule.lease == "take":
-        changed.update(lease_owner=ctx.lease, lease_until=ctx.now + ctx.lease_s)
+        changed.update(lease_owner=ctx.lease, lease_until=ctx.now + ctx.lease_s, lease_worker=ctx.worker)
     elif rule.lease == "extend":
         changed["lease_until"] = ctx.now + ctx.lease_s
     elif rule.lease == "drop" or (rule.lease == "clear" and to is Phase.UNSOLVABLE):
         changed["lease_until"] = None  # settled or past saving: who held it last stays on record
     elif rule.lease == "clear":
-        changed.update(lease_owner=None, lease_until=None)
+        changed.update(lease_owner=None, lease_until=None, lease_worker=None)
     if rule.attempt:
         changed["attempts"] = task.attempts + 1
     if rule.pool is not None:
@@ -245,8 +255,11 @@ def decide(task: TaskView, event: Event, ctx: Context) -> Decision | Refused:
 
 def _guard(task: TaskView, event: Event, rule: Rule, ctx: Context) -> Refused | None:
     now = ctx.now
-    if rule.holder_only and (ctx.lease is None or ctx.lease != task.lease_owner):
-        return Refused("the lease is not this worker's")
+    if rule.holder_only:
+        if ctx.lease is None or ctx.lease != task.lease_owner:
+            return Refused("the lease is not this worker's")
+        if task.lease_worker is not None and ctx.worker != task.lease_worker:
+            return Refused("the lease is another worker token's", FORBIDDEN)
     if event is Event.CLAIM:
         if ctx.lease is None:
             return Refused("a claim needs a lease")
@@ -267,6 +280,9 @@ def _guard(task: TaskView, event: Event, rule: Rule, ctx: Context) -> Refused | 
             return Refused("reported already", C.DUPLICATE_REPORT)
         if task.settled_at is None or now - task.settled_at > ctx.report_window_s:
             return Refused("too late to report", C.REPORT_NOT_RECORDED)
+        if (event is Event.REPORT_BAD and ctx.refund_bad and ctx.refund_room is not None
+                and task.price > ctx.refund_room):
+            return Refused("the account's refund budget is used up", C.REPORT_NOT_RECORDED)
     if event is Event.EXPIRE and (task.settled_at is None or now - task.settled_at <= ctx.retention_s):
         return Refused("still within the retention")
     return None
@@ -287,11 +303,14 @@ class Load(NamedTuple):
     reserved: int  # the prices of its pending tasks: money already promised
     duplicate: bool  # the same task is pending for it already
     queued: int  # pending tasks service-wide
+    disabled: bool = False  # the account was disabled since the caller read it
 
 
 def admit(load: Load, price: int, max_pending: int, thread_cap_code: str) -> str | None:
     """The submit event: ``None`` when a new task may be queued, else the code that refuses it.
     Checked in this order, as 2captcha answers them."""
+    if load.disabled:
+        return C.KEY_DOES_NOT_EXIST
     if load.working >= load.threads:
         return thread_cap_code
     if price > 0 and load.balance - load.reserved < price:

@@ -100,6 +100,7 @@ class Task:
     pingback: str | None
     pingback_attempts: int = 0
     fingerprint: str = ""  # as NewTask.fingerprint: the identity of what was submitted
+    lease_worker: int | None = None  # the worker token holding (or last holding) the lease
 
     @staticmethod
     def from_row(row: Any) -> Task:
@@ -113,6 +114,7 @@ class Task:
             attempts=int(row["attempts"]), lease_owner=row["lease_owner"], lease_until=row["lease_until"],
             confidence=row["confidence"], pingback=row["pingback"],
             pingback_attempts=int(row["pingback_attempts"]), fingerprint=row["fingerprint"],
+            lease_worker=row["lease_worker"],
         )
 
 

@@ -15,6 +15,8 @@ stays TEXT on both, so both keep one shape and one set of statements.
    time per sandbox task, measured) and the sweeper no longer walks every task ever expired.
    PostgreSQL databases of the releases before this history was shared were at their version 3 with
    these same indexes; their step here is written to run again harmlessly.
+5. Which worker token holds a task's lease (``lease_worker``): only that token may answer, renew or
+   give back the task, whoever else learns its lease.
 
 Several processes may open one database at once: the versions are read and applied inside one write
 transaction (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's advisory lock), so exactly one applies them.
@@ -257,6 +259,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX tasks_due ON tasks (pool, not_before, created_at) WHERE state = 'pending';
     DROP INDEX IF EXISTS tasks_settled;
     CREATE INDEX tasks_settled ON tasks (settled_at) WHERE state IN ('solved', 'unsolvable');
+    """,
+    ),
+    Migration(
+        sqlite="""
+    ALTER TABLE tasks ADD COLUMN lease_worker INTEGER;
+    """,
+        postgres="""
+    ALTER TABLE tasks ADD COLUMN lease_worker BIGINT;
     """,
     ),
 )

@@ -96,12 +96,27 @@ def update_account(account_id: int, disabled: bool | None, threads: int | None,
         raise LookupError(f"no account {account_id}")
     if disabled is not None:
         yield run("UPDATE accounts SET disabled = ? WHERE id = ?", disabled, account_id)
+        if disabled:
+            yield from _cancel_pending(account_id, time.time())
     if threads is not None:
         yield run("UPDATE accounts SET threads = ? WHERE id = ?", threads, account_id)
     if settings is not None:
         merged = {**json.loads(row["settings"]), **settings}
         yield run("UPDATE accounts SET settings = ? WHERE id = ?", json.dumps(merged), account_id)
     return (yield from fetch_account(account_id))
+
+
+def _cancel_pending(account_id: int, now: float) -> Script[list[int]]:
+    """A disabled account's queued and running tasks settle now, uncharged; enabling it again
+    brings none back."""
+    found = yield rows(f"SELECT {VIEW} FROM tasks WHERE account_id = ? AND state = 'pending'{{lock}}", account_id)
+    cancelled = []
+    for row in found:
+        decision = lifecycle.decide(TaskView.from_row(row), Event.CANCEL, Context(now, max_attempts=0))
+        if isinstance(decision, Decision):
+            yield from _apply(decision, now)
+            cancelled.append(decision.task.id)
+    return cancelled
 
 
 def account_by_key_hash(key_hash: str) -> Stmt:
@@ -139,7 +154,8 @@ def submit(dialect: Dialect, account: Account, task: NewTask, now: float, max_pe
             raise LookupError(f"no account {account.id}")
     row = yield load_statement(dialect, account.id, task.fingerprint, now)
     load = Load(threads=account.threads, working=int(row["working"]), balance=int(row["balance"]),
-                reserved=int(row["reserved"]), duplicate=bool(row["duplicate"]), queued=int(row["queued"]))
+                reserved=int(row["reserved"]), duplicate=bool(row["duplicate"]), queued=int(row["queued"]),
+                disabled=bool(row["disabled"]))
     refused = lifecycle.admit(load, task.price, max_pending, thread_cap_code)
     if refused is not None and not row["exact"]:
         # Running counts still hold tasks whose deadline passed unswept: count the live ones.
@@ -149,7 +165,7 @@ def submit(dialect: Dialect, account: Account, task: NewTask, now: float, max_pe
         if queued >= max_pending:
             total = yield one("SELECT COUNT(*) AS n FROM tasks WHERE state = 'pending' AND deadline_at > ?", now)
             queued = int(total["n"])
-        load = Load(load.threads, int(live["n"]), load.balance, int(live["reserved"]), load.duplicate, queued)
+        load = load._replace(working=int(live["n"]), reserved=int(live["reserved"]), queued=queued)
         refused = lifecycle.admit(load, task.price, max_pending, thread_cap_code)
     if refused is not None:
         return refused
@@ -184,12 +200,21 @@ def working_threads(account_id: int, now: float) -> Stmt:
                account_id, now)
 
 
-def report(account_id: int, task_id: int, good: bool, ctx: Context) -> Script[str | None]:
-    """``None`` when recorded, else the code to answer."""
+def report(account_id: int, task_id: int, good: bool, ctx: Context, budget_share: float,
+           budget_window_s: float) -> Script[str | None]:
+    """``None`` when recorded, else the code to answer. With ``budget_share``, refunds of the last
+    ``budget_window_s`` may come to at most that share of the account's charges over it."""
     row = yield one(f"SELECT {VIEW} FROM tasks WHERE id = ? AND account_id = ?{{lock}}", task_id, account_id)
     if row is None:
         return C.WRONG_CAPTCHA_ID
     task = TaskView.from_row(row)
+    if not good and ctx.refund_bad and budget_share > 0:
+        books = yield one("SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'charge' THEN -amount ELSE 0 END), 0) AS BIGINT)"
+                          " AS charged, CAST(COALESCE(SUM(CASE WHEN kind = 'refund' THEN amount ELSE 0 END), 0)"
+                          " AS BIGINT) AS refunded FROM ledger WHERE account_id = ? AND created_at > ?",
+                          account_id, ctx.now - budget_window_s)
+        room = int(int(books["charged"]) * budget_share) - int(books["refunded"])
+        ctx = ctx._replace(refund_room=max(room, 0))
     decision = lifecycle.decide(task, Event.REPORT_GOOD if good else Event.REPORT_BAD, ctx)
     if isinstance(decision, Refused):
         return decision.code or C.REPORT_NOT_RECORDED
@@ -286,8 +311,8 @@ def settle_due(pool: str, now: float, limit: int, solve: Any, lease: str) -> Scr
     for row in found:
         full = Task.from_row(row)
         task = TaskView(full.id, full.account_id, full.state, full.pool.value, full.price, full.deadline_at,
-                        full.not_before, full.attempts, full.lease_owner, full.lease_until, full.settled_at,
-                        full.error, full.report, row["answer"], full.confidence)
+                        full.not_before, full.attempts, full.lease_owner, full.lease_until, full.lease_worker,
+                        full.settled_at, full.error, full.report, row["answer"], full.confidence)
         last = task.attempts + 1  # this one attempt settles it, whatever the service's limit
         claimed = lifecycle.decide(task, Event.CLAIM, Context(now, last, lease=lease))
         if isinstance(claimed, Refused):  # pragma: no cover - the query is the claim's guard
@@ -373,6 +398,16 @@ def ip_banned(ip: str, now: float) -> Stmt:
     return one("SELECT 1 AS banned FROM ip_bans WHERE ip = ? AND until > ?", ip, now)
 
 
+def bans(now: float) -> Stmt:
+    return rows("SELECT ip, until FROM ip_bans WHERE until > ? ORDER BY until DESC", now)
+
+
+def lift_ban(ip: str) -> Script[bool]:
+    lifted = yield count("DELETE FROM ip_bans WHERE ip = ?", ip)
+    yield run("DELETE FROM ip_strikes WHERE ip = ?", ip)
+    return bool(lifted)
+
+
 def strike(ip: str, now: float, window_s: float, threshold: int, ban_s: float) -> Script[bool]:
     yield one("{strike_lock}", ip)  # one address's strikes count one at a time, whichever process took them
     yield run("INSERT INTO ip_strikes (ip, at) VALUES (?, ?)", ip, now)
@@ -422,6 +457,16 @@ def worker_by_token_hash(token_hash: str) -> Stmt:
 
 def all_workers() -> Stmt:
     return rows("SELECT * FROM workers ORDER BY id")
+
+
+def set_worker_disabled(worker_id: int, disabled: bool) -> Script[WorkerToken | None]:
+    row = yield one("UPDATE workers SET disabled = ? WHERE id = ? RETURNING *", disabled, worker_id)
+    return WorkerToken.from_row(row) if row is not None else None
+
+
+def delete_worker(worker_id: int) -> Script[bool]:
+    deleted = yield count("DELETE FROM workers WHERE id = ?", worker_id)
+    return bool(deleted)
 
 
 def worker_seen(worker_id: int, methods: Sequence[str], now: float) -> Script[None]:

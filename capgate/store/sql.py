@@ -96,20 +96,20 @@ class Dialect(Enum):
 # counts again); PostgreSQL counts live rows after taking the account's row lock.
 _LOAD = {
     Dialect.SQLITE: (
-        "SELECT balance, pending_count AS working, pending_reserved AS reserved,"
+        "SELECT balance, disabled, pending_count AS working, pending_reserved AS reserved,"
         " (SELECT value FROM counters WHERE name = 'pending') AS queued,"
         " EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_account_pending WHERE account_id = accounts.id"
         "         AND fingerprint = ? AND state = 'pending' AND deadline_at > ?) AS duplicate,"
         " FALSE AS exact"
         " FROM accounts WHERE id = ?"),
     Dialect.POSTGRES: (
-        "SELECT a.balance, COUNT(t.id) AS working, CAST(COALESCE(SUM(t.price), 0) AS BIGINT) AS reserved,"
+        "SELECT a.balance, a.disabled, COUNT(t.id) AS working, CAST(COALESCE(SUM(t.price), 0) AS BIGINT) AS reserved,"
         " (SELECT COUNT(*) FROM tasks WHERE state = 'pending' AND deadline_at > ?) AS queued,"
         " EXISTS (SELECT 1 FROM tasks WHERE account_id = ? AND fingerprint = ? AND state = 'pending'"
         "         AND deadline_at > ?) AS duplicate,"
         " TRUE AS exact"
         " FROM accounts a LEFT JOIN tasks t ON t.account_id = a.id AND t.state = 'pending' AND t.deadline_at > ?"
-        " WHERE a.id = ? GROUP BY a.balance"),
+        " WHERE a.id = ? GROUP BY a.balance, a.disabled"),
 }
 
 

@@ -99,9 +99,11 @@ class Dispatcher:
         self.hub.settled(task_id)
 
     async def claim(self, pools: Sequence[str], methods: Sequence[str] | None, wait: float,
-                    lease_s: float, gone: Callable[[], Awaitable[bool]] | None = None) -> Claimed | None:
+                    lease_s: float, gone: Callable[[], Awaitable[bool]] | None = None,
+                    worker_id: int | None = None) -> Claimed | None:
         """The oldest due task for ``methods`` (``None``: any), waiting up to ``wait`` seconds;
-        ``None`` at once if ``gone()`` says the worker stopped waiting meanwhile."""
+        ``None`` at once if ``gone()`` says the worker stopped waiting meanwhile. ``worker_id``: the
+        worker token claiming (``None`` for a worker in this process); only it may act on the task."""
         lease_s = max(1.0, min(lease_s, MAX_LEASE_S))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, min(wait, MAX_CLAIM_WAIT_S))
@@ -112,7 +114,8 @@ class Dispatcher:
                 if waited and gone is not None and await gone():
                     return None
                 lease = secrets.token_hex(12)
-                task = await self.store.claim(pools, methods, lease, lease_s, now, self.settings.max_attempts)
+                task = await self.store.claim(pools, methods, lease, lease_s, now, self.settings.max_attempts,
+                                              worker_id)
                 if task is not None:
                     account = await self.store.get_account(task.account_id)
                     return Claimed(task, lease, now + lease_s, await self.store.blobs(task.id),
@@ -123,15 +126,16 @@ class Dispatcher:
             await self.hub.wait_queued(min(CLAIM_RECHECK_S, remaining))
             waited = True
 
-    async def heartbeat(self, task_id: int, lease: str, lease_s: float) -> float | None:
+    async def heartbeat(self, task_id: int, lease: str, lease_s: float, worker_id: int | None = None,
+                        ) -> float | None:
         lease_s = max(1.0, min(lease_s, MAX_LEASE_S))
         now = time.time()
-        if await self.store.heartbeat(task_id, lease, lease_s, now):
+        if await self.store.heartbeat(task_id, lease, lease_s, now, worker_id):
             return now + lease_s
         return None
 
     async def answer(self, task_id: int, lease: str, kind: AnswerKind, answer: Answer,
-                     confidence: float | None, human: bool = False) -> bool:
+                     confidence: float | None, human: bool = False, worker_id: int | None = None) -> bool:
         """Settle as solved (and charge). ``False`` if the lease is no longer this worker's: a task is
         never answered twice. A person's answer is kept as a label where the account opted in.
 
@@ -139,7 +143,7 @@ class Dispatcher:
         sends them as they are (``wire.solved``), so they must be what res.php sends for that kind."""
         task = await self.store.leased_task(task_id, lease) if human else None
         stored = answers.encode_json(answer, kind)
-        done = await self.store.complete(task_id, lease, stored, confidence, time.time())
+        done = await self.store.complete(task_id, lease, stored, confidence, time.time(), worker_id)
         if done:
             self._settled(task_id)
             if task is not None:
@@ -147,7 +151,7 @@ class Dispatcher:
         return done
 
     async def fail(self, task_id: int, lease: str, error: str | None, to_human: bool = False,
-                   final: bool = False) -> bool:
+                   final: bool = False, worker_id: int | None = None) -> bool:
         """Give the task back for another attempt; with ``error`` (a code the customer will see),
         settle it unsolvable once it has used up its attempts, or at once if ``final`` (retrying
         cannot help: the image does not decode). ``to_human`` moves it to the human workers'
@@ -158,7 +162,7 @@ class Dispatcher:
                 error = C.CAPTCHA_UNSOLVABLE
         # Without a code there is nothing to settle with, so even a "final" failure is only given back.
         done = await self.store.fail(task_id, lease, error, self.settings.max_attempts, time.time(), to_human,
-                                     final=final and error is not None)
+                                     final=final and error is not None, worker_id=worker_id)
         if done:
             self._settled(task_id)
             self.hub.queued()
