@@ -1,9 +1,14 @@
 """OCR accuracy and speed on the shared labelled sets, against ddddocr called directly.
 
-    .venv/bin/python -m bench.ocr [--limit 300] [--workers N] [--sets kaggle_v2,lzu] [--no-ddddocr]
+    .venv/bin/python -m bench.ocr [--limit 300] [--workers N] [--sets kaggle_v2,lzu] [--no-ddddocr] [--ablation]
 
 For each set: capgate's engine with the set's natural constraints and with none, and ddddocr's own
-``classification()`` (its default model, no constraints: what a ddddocr user gets) as the floor.
+``classification()`` with no constraints (what a ddddocr user gets) as the floor, once per bundled
+model: ``DdddOcr()`` (``common_old.onnx``, "ddddocr") and ``DdddOcr(beta=True)`` (``common.onnx``,
+"ddd-beta"). The "no hints" line compares capgate without constraints to the better of the two on the
+same images (issue 16: it must not be below). ``--ablation`` adds, with no constraints, each generic
+model alone ("cg-old", "cg-beta") and the cascade without the default Latin-and-digits mask
+("cg-nomask"), to show where the difference from raw ddddocr comes from.
 
 * exact: the answer equals the label; "ci" ignores case, "cs" does not.
 * p50 ms: median time of one image in one process, one request at a time (capgate: one
@@ -128,10 +133,10 @@ def evaluate(
     return Figures(name, decoder, describe(constraints), len(data), ci, cs, p50, rate)
 
 
-def ddddocr_floor(name: str, data: Labelled) -> Figures:
+def ddddocr_floor(name: str, data: Labelled, beta: bool = False) -> Figures:
     import ddddocr  # only the benchmark calls ddddocr itself
 
-    ocr = ddddocr.DdddOcr(show_ad=False)
+    ocr = ddddocr.DdddOcr(show_ad=False, beta=beta)
     ocr.classification(data[0][0])
     answers, p50 = sequential(lambda b: str(ocr.classification(b)), data)
     start = time.perf_counter()
@@ -139,7 +144,47 @@ def ddddocr_floor(name: str, data: Labelled) -> Figures:
         ocr.classification(image)
     rate = len(data) / (time.perf_counter() - start)
     ci, cs = exact(answers, data)
-    return Figures(name, "ddddocr", "none", len(data), ci, cs, p50, rate)
+    return Figures(name, "ddd-beta" if beta else "ddddocr", "none", len(data), ci, cs, p50, rate)
+
+
+def _reader(recognizer: Recognizer) -> Callable[[bytes], str]:
+    return lambda image: recognizer.recognize(image, OcrConstraints()).text
+
+
+def ablation(name: str, data: Labelled) -> list[Figures]:
+    """capgate with no constraints, one model at a time and without the default script mask."""
+    unmasked = Recognizer.generic()
+    for model in unmasked._models:
+        model.default_scripts = None  # every class of ddddocr's charset, as before issue 16
+    configs = {
+        "cg-old": Recognizer.generic(("common_old",)),
+        "cg-beta": Recognizer.generic(("common",)),
+        "cg-nomask": unmasked,
+    }
+    figures = []
+    for decoder, recognizer in configs.items():
+        answers, p50 = sequential(_reader(recognizer), data)
+        ci, cs = exact(answers, data)
+        figures.append(Figures(name, decoder, "none", len(data), ci, cs, p50, None))
+    return figures
+
+
+def no_hints(figures: Sequence[Figures]) -> list[str]:
+    """Per set: capgate with no constraints against raw ddddocr's better bundled model."""
+    lines = []
+    for name in dict.fromkeys(f.set for f in figures):
+        ours = [f for f in figures if f.set == name and f.decoder == "capgate" and f.constraints == "none"]
+        floors = [f for f in figures if f.set == name and f.decoder in ("ddddocr", "ddd-beta")]
+        if not ours or not floors:
+            continue
+        best = max(floors, key=lambda f: f.exact_ci)
+        gap = (ours[0].exact_ci - best.exact_ci) * 100
+        verdict = "not below" if gap >= 0 else "BELOW"
+        lines.append(
+            f"{name}: no hints, capgate {ours[0].exact_ci * 100:.1f}% vs raw {best.decoder} "
+            f"{best.exact_ci * 100:.1f}% ({gap:+.1f} points, {verdict})"
+        )
+    return lines
 
 
 def run(
@@ -148,6 +193,7 @@ def run(
     workers: int | None = None,
     with_ddddocr: bool = True,
     data_dir: Path = DATA_DIR,
+    with_ablation: bool = False,
 ) -> list[Figures]:
     loaded = {name: data for name in sets if (data := load_set(name, limit, data_dir))}
     figures: list[Figures] = []
@@ -163,12 +209,15 @@ def run(
                 figures.append(evaluate(name, data, constraints, pool, recognizer))
             if with_ddddocr:
                 figures.append(ddddocr_floor(name, data))
+                figures.append(ddddocr_floor(name, data, beta=True))
+            if with_ablation:
+                figures.extend(ablation(name, data))
     return figures
 
 
 def table(figures: Sequence[Figures]) -> str:
     head = (
-        f"{'set':10} {'decoder':8} {'constraints':30} {'n':>4} "
+        f"{'set':10} {'decoder':9} {'constraints':30} {'n':>4} "
         f"{'exact ci':>8} {'exact cs':>8} {'p50 ms':>7} {'img/s':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -176,7 +225,7 @@ def table(figures: Sequence[Figures]) -> str:
         p50 = f"{f.p50_ms:7.1f}" if f.p50_ms is not None else f"{'-':>7}"
         rate = f"{f.images_per_s:7.1f}" if f.images_per_s is not None else f"{'-':>7}"
         lines.append(
-            f"{f.set:10} {f.decoder:8} {f.constraints:30} {f.images:4d} "
+            f"{f.set:10} {f.decoder:9} {f.constraints:30} {f.images:4d} "
             f"{f.exact_ci * 100:7.1f}% {f.exact_cs * 100:7.1f}% {p50} {rate}"
         )
     return "\n".join(lines)
@@ -189,10 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", default=",".join(NATURAL), help="comma-separated set names")
     parser.add_argument("--no-ddddocr", action="store_true", help="skip the ddddocr floor")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--ablation", action="store_true", help="also each model alone and the unmasked cascade")
     args = parser.parse_args(argv)
 
     sets = [s for s in args.sets.split(",") if s]
-    figures = run(args.limit, sets, args.workers, not args.no_ddddocr, args.data_dir)
+    figures = run(args.limit, sets, args.workers, not args.no_ddddocr, args.data_dir, args.ablation)
     if not figures:
         print(f"no data sets found under {args.data_dir}")
         return 1
@@ -202,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"pool of {workers} on {os.cpu_count()} cores"
     )
     print(table(figures))
+    for line in no_hints(figures):
+        print(line)
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"ocr-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -218,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "second_opinion_below": SECOND_OPINION_BELOW,
         "split": f"rows {TRAIN_ROWS}.. of random.Random({SPLIT_SEED}).shuffle(labels.csv rows)",
         "figures": [asdict(f) for f in figures],
+        "no_hints": no_hints(figures),
     }
     out.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     print(f"written {out.relative_to(REPO)}")

@@ -10,6 +10,9 @@ Measured per set and size, in one run:
 
 * exact-match accuracy on the 300 test images of the model that ``capgate train`` would ship, and of
   both candidates (the fine-tuned teacher and the distilled student);
+* the ship rule's decision and why: the student ships only within 0.3 points of the teacher over the
+  held-out labels and every unlabelled image the teacher labelled ("pool"; disagreements counted as
+  student errors), see ``capgate/training/ship.py``;
 * training wall time (``--threads`` PyTorch threads; 2 by default, the machine's two cores);
 * the served model's p50 milliseconds per image and images per second: onnxruntime with one thread,
   one image at a time, preprocessing and CTC decoding included (one worker process per core);
@@ -100,7 +103,7 @@ def run_one(
 def _table(runs: list[dict[str, Any]], generic: dict[str, dict[str, Any]]) -> str:
     head = (
         f"{'set':<10} {'labels':>6} {'exact':>7} {'train s':>8} {'p50 ms':>7} {'img/s':>6} {'ships':>8}"
-        f" {'teacher':>8} {'student':>8}"
+        f" {'teacher':>8} {'student':>8} {'pool':>6} {'agree':>7} {'below':>6}"
     )
     lines = [head, "-" * len(head)]
     for name, g in generic.items():
@@ -120,8 +123,19 @@ def _table(runs: list[dict[str, Any]], generic: dict[str, dict[str, Any]]) -> st
             f"{served['p50_ms']:>7.2f} {served['images_per_s']:>6.0f} {run['shipped']:>8} "
             f"{f'{teacher:.1%}' if teacher is not None else '-':>8} "
             f"{f'{student:.1%}' if student is not None else '-':>8}"
+            f"{_pool_columns(run['profile_metrics'])}"
         )
     return "\n".join(lines)
+
+
+def _pool_columns(metrics: dict[str, Any]) -> str:
+    """The ship rule's inputs: images compared, agreement on them, estimated points below the teacher."""
+    pool, agree, below = metrics.get("agreement_pool"), metrics.get("student_agreement"), metrics.get(
+        "student_points_below"
+    )
+    if pool is None or agree is None or below is None:
+        return f" {'-':>6} {'-':>7} {'-':>6}"
+    return f" {pool:>6} {agree:>7.2%} {below:>6.2f}"
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -176,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{run['train_seconds']:.0f} s, {run['served']['p50_ms']:.2f} ms p50",
                 flush=True,
             )
+            print(f"  shipped the {run['profile_metrics'].get('ship_reason', run['shipped'])}", flush=True)
 
     table = _table(runs, generic)
     print(table)

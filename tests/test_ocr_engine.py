@@ -16,13 +16,17 @@ from PIL import Image
 
 from capgate.solvers.ocr.constraints import OcrConstraints
 from capgate.solvers.ocr.engine import (
+    ASCII,
     Recognizer,
     UnknownProfile,
     UnreadableImage,
+    _AlphabetKey,
+    _answer_char,
     _best_path_in_range,
     ddddocr_charset,
     ddddocr_dir,
     evaluate_arithmetic,
+    letter_scripts,
 )
 from capgate.solvers.ocr.profile import Fingerprint, Profile
 from capgate.solvers.ocr.select import choose_profile
@@ -49,6 +53,13 @@ def test_constraints_from_params() -> None:
     assert c == OcrConstraints(numeric=1, min_len=4, max_len=6, case_sensitive=True)
     assert OcrConstraints.from_params({}) == OcrConstraints()
     assert OcrConstraints.from_params({"language": " 2 ", "calc": "true"}) == OcrConstraints(language=2, calc=True)
+
+
+def test_lang_is_read_as_its_primary_subtag_and_never_rejected() -> None:
+    assert OcrConstraints.from_params({"lang": " ZH-cn "}).lang == "zh"
+    assert OcrConstraints.from_params({"lang": "pt_BR"}).lang == "pt"
+    assert OcrConstraints.from_params({"lang": ""}).lang == ""
+    assert OcrConstraints.from_params({"lang": "not a code at all"}).lang == "not a co"
 
 
 @pytest.mark.parametrize(
@@ -197,6 +208,9 @@ def test_answers_respect_the_constraints(
             assert "\u0400" <= ch <= "\u04ff"
         if language == 2 and ch.isalpha():
             assert ch.isascii()
+        if language == 0:
+            # No language asked for: Latin letters and digits only (issue 16).
+            assert ch.isascii() and ch.isalnum()
 
 
 def test_numeric_restricts_before_choosing(recognizer: Recognizer) -> None:
@@ -226,6 +240,76 @@ def test_calc_answers_the_result(recognizer: Recognizer) -> None:
     for text in ("7-2", "HELLO", "1+1=?"):
         answer = recognizer.recognize(draw(text), OcrConstraints(calc=True)).text
         assert answer == "" or answer.lstrip("-").isdigit()
+
+
+# --------------------------------------------------------------------------- scripts (issue 16)
+
+_GENERIC_DEFAULT = frozenset({ASCII})
+
+
+@pytest.mark.parametrize("charset", ["CHARSET_OLD", "CHARSET_BETA"])
+@pytest.mark.parametrize("numeric", [0, 2, 3, 4])
+def test_without_language_no_class_can_answer_outside_latin_and_digits(charset: str, numeric: int) -> None:
+    """Every one of the generic models' 8,209 classes, under every letter-admitting ``numeric``: with no
+    ``language`` or ``lang``, only ASCII letters and digits survive the mask (the decoder chooses
+    among the surviving groups only, so nothing else can be emitted)."""
+    key = _AlphabetKey.of(OcrConstraints(numeric=numeric), _GENERIC_DEFAULT)
+    answers = {_answer_char(text, key) for text in ddddocr_charset(charset)[1:]} - {None}
+    assert answers and all(a is not None and a.isascii() and a.isalnum() for a in answers), answers
+    assert "不" not in answers
+    assert ("7" in answers) == (numeric in (0, 3)) and ("x" in answers) == (numeric != 1)
+
+
+def test_language_and_lang_open_other_scripts() -> None:
+    assert letter_scripts(OcrConstraints()) == frozenset({ASCII})
+    assert letter_scripts(OcrConstraints(), default=None) is None  # a trained profile: its own alphabet
+    assert letter_scripts(OcrConstraints(language=1, lang="zh")) == frozenset({"CYRILLIC"})  # language wins
+    assert letter_scripts(OcrConstraints(language=2)) == frozenset({"LATIN"})
+    assert letter_scripts(OcrConstraints(lang="zh")) == frozenset({"LATIN", "CJK"})
+    assert letter_scripts(OcrConstraints(lang="ru")) == frozenset({"LATIN", "CYRILLIC"})
+    assert letter_scripts(OcrConstraints(lang="de")) == frozenset({"LATIN"})
+    assert letter_scripts(OcrConstraints(lang="xx")) is None  # unknown code: not restricted
+    zh = _AlphabetKey.of(OcrConstraints(lang="zh"), _GENERIC_DEFAULT)
+    assert _answer_char("不", zh) == "不" and _answer_char("A", zh) == "a" and _answer_char("ü", zh) == "ü"
+    assert _answer_char("Й", zh) is None and _answer_char("@", zh) is None
+    default = _AlphabetKey.of(OcrConstraints(), _GENERIC_DEFAULT)
+    assert _answer_char("不", default) is None and _answer_char("ü", default) is None
+    assert _answer_char("Ｌ", default) == "l" and _answer_char("④", default) == "4"  # compatibility forms
+    assert _answer_char("@", _AlphabetKey.of(OcrConstraints(lang="xx"), _GENERIC_DEFAULT)) == "@"
+
+
+def _frames_reading(classes: tuple[str, ...], text: str, runner_up: str) -> NDArray[np.float32]:
+    """Per-frame probabilities that greedy CTC reads as ``text``, each character's frame giving
+    ``runner_up``'s character at that position a tenth of the weight, blanks between characters."""
+    index = {c: i for i, c in reversed(list(enumerate(classes)))}
+    probs = np.full((2 * len(text), len(classes)), 1e-6, dtype=np.float32)
+    for n, (ch, alt) in enumerate(zip(text, runner_up, strict=True)):
+        probs[2 * n, index[ch]] = 0.85
+        probs[2 * n, index[alt]] += 0.1
+        probs[2 * n + 1, 0] = 0.95
+    normalised: NDArray[np.float32] = probs / probs.sum(axis=1, keepdims=True)
+    return normalised
+
+
+def test_a_chinese_reading_becomes_its_latin_runner_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """issue 16's ``73mnx`` read as ``不3mnx``: the model's first choice for the first character is
+    Chinese. Without ``language`` the answer is the best Latin/digit reading; ``lang=zh`` keeps it.
+    A trained profile's alphabet is its own: no default restriction there."""
+    recognizer = Recognizer.generic(("common_old",))
+    model = recognizer._models[0]
+    fake = _frames_reading(model.classes, "不3mnx", "73mnx")
+    monkeypatch.setattr(model, "probs", lambda image: fake.copy())
+    image = draw("73mnx")
+    assert recognizer.recognize(image, OcrConstraints()).text == "73mnx"
+    assert recognizer.recognize(image, OcrConstraints(min_len=5, max_len=5)).text == "73mnx"
+    assert recognizer.recognize(image, OcrConstraints(lang="zh")).text == "不3mnx"
+    assert recognizer.recognize(image, OcrConstraints(language=2)).text == "73mnx"
+
+    write_generic_as_profile(tmp_path, "chinese")
+    profile = Recognizer.from_profile(tmp_path, "chinese")
+    monkeypatch.setattr(profile._models[0], "probs", lambda image: fake.copy())
+    assert profile.recognize(image, OcrConstraints()).text == "不3mnx"
+    assert profile.recognize(image, OcrConstraints(language=2)).text == "73mnx"
 
 
 def test_language_cyrillic_maps_latin_lookalikes(recognizer: Recognizer) -> None:

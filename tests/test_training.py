@@ -34,6 +34,7 @@ from capgate.training.data import (
     split,
 )
 from capgate.training.evaluate import OnnxModel, ctc_greedy, evaluate, same_answer
+from capgate.training.ship import TOLERANCE_POINTS, Agreement, decide, no_student
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KAGGLE = DATA / "kaggle_v2"
@@ -175,6 +176,58 @@ def test_ctc_greedy_merges_repeats_and_drops_blanks() -> None:
     assert not same_answer("AbC", "abc", case_sensitive=True)
 
 
+# --- which model ships (issue 16) -----------------------------------------------------------------
+
+
+def test_ship_rule_ships_the_student_only_within_a_third_of_a_point() -> None:
+    assert TOLERANCE_POINTS == 0.3
+    # 5 disagreements in 3,000 pool images, held-out labels equal: at most 0.16 points below.
+    close = decide(Agreement(holdout=50, teacher_correct=50, student_correct=50, pool=3000, agreed=2995))
+    assert close.shipped == "student" and close.points_below == pytest.approx(100 * 5 / 3050)
+    assert close.reason.startswith("student:") and "2,995 of 3,000" in close.reason
+    # 10 disagreements: 0.33 points, over the line.
+    far = decide(Agreement(holdout=50, teacher_correct=50, student_correct=50, pool=3000, agreed=2990))
+    assert far.shipped == "teacher" and far.reason.startswith("teacher:") and "0.33 points" in far.reason
+    # Exactly on the line (9 of 3,050 is 0.295 points) ships; one more image does not.
+    assert decide(Agreement(50, 50, 50, 3000, 2991)).shipped == "student"
+    assert decide(Agreement(50, 50, 49, 3000, 2991)).shipped == "teacher"
+
+
+def test_ship_rule_catches_what_fifty_labels_cannot() -> None:
+    """issue 16: "held-out 100.0% of 50", yet 97% of 300 other images. A student that read all 50 and
+    disagreed with its teacher on 2% of 300 images passed the old rule (2% of held-out + agreement
+    images); this one ships the teacher."""
+    counts = Agreement(holdout=50, teacher_correct=50, student_correct=50, pool=300, agreed=294)
+    assert counts.lost <= int(0.02 * counts.images)  # what used to pass
+    decision = decide(counts)
+    assert decision.shipped == "teacher" and decision.points_below == pytest.approx(100 * 6 / 350)
+
+
+def test_ship_rule_counts_labelled_gains_and_is_strict_on_small_pools() -> None:
+    # The student reads two more held-out labels than its teacher: they offset two disagreements.
+    assert decide(Agreement(50, 48, 50, 1000, 995)).shipped == "student"
+    assert decide(Agreement(50, 48, 50, 1000, 990)).shipped == "teacher"
+    # Under ~333 images compared, 0.3% is less than one image: nothing may be lost.
+    assert decide(Agreement(8, 7, 7, 16, 16)).shipped == "student"
+    assert decide(Agreement(8, 7, 7, 16, 15)).shipped == "teacher"
+    assert decide(Agreement(8, 7, 6, 16, 16)).shipped == "teacher"
+    # Images kept back from the student are named apart in the reason.
+    unseen = decide(Agreement(50, 50, 50, 4000, 3999, pool_unseen=1000, agreed_unseen=999))
+    assert unseen.shipped == "student" and "999 of the 1,000 it never learnt from" in unseen.reason
+    with pytest.raises(ValueError):
+        Agreement(50, 51, 50, 10, 10)
+    with pytest.raises(ValueError):
+        Agreement(50, 50, 50, 10, 11)
+
+
+def test_ship_decision_metrics() -> None:
+    metrics = decide(Agreement(50, 50, 50, 3000, 2990)).as_metrics()
+    assert metrics["shipped"] == "teacher" and metrics["ship_reason"].startswith("teacher:")
+    assert metrics["student_points_below"] == pytest.approx(0.328, abs=1e-3) and "0.3" in metrics["ship_rule"]
+    assert no_student().as_metrics()["shipped"] == "teacher"
+    assert no_student().as_metrics()["student_points_below"] is None
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -314,7 +367,9 @@ def test_fine_tune_beats_generic_model(
     argv = ["train", str(folder), "--profile", "kaggle", "--no-distill", "--time-budget", "60", "--epochs", "6"]
     argv += ["--seed", "1"]
     assert _run(argv) == 0
-    assert "saved profile 'kaggle'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "saved profile 'kaggle'" in out
+    assert "shipped the teacher: no student was trained" in out
 
     profiles = data_home / "profiles"
     profile = load_profile(profiles, "kaggle")
@@ -354,4 +409,8 @@ def test_distillation_path_produces_both_candidates() -> None:
     assert {"teacher", "labelling", "student", "export"} <= set(events)
     assert metrics["unlabelled_images"] == 16 and metrics["holdout_images"] == 8
     assert metrics["agreement_images"] == 0  # every unlabelled image went to the student
+    # ... and every one of them, as the teacher labelled it, is in the ship rule's pool.
+    assert metrics["agreement_pool"] == 16 and metrics["agreement_unseen"] == 0
+    assert metrics["ship_reason"].startswith(metrics["shipped"] + ":")
+    assert "16 unlabelled images" in metrics["ship_reason"]
     assert 0.0 <= metrics["student_check_accuracy"] <= 1.0

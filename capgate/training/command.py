@@ -164,6 +164,8 @@ def run_train(args: argparse.Namespace) -> int:
         f"of {m['holdout_images']} (generic {m['generic_holdout_accuracy']:.1%}), "
         f"{latency:.1f} ms p50, trained in {m['train_seconds']:.0f} s"
     )
+    if m.get("ship_reason"):
+        print(f"shipped the {m['ship_reason']}")
     return 0
 
 

@@ -23,7 +23,11 @@ class OcrConstraints:
     case_sensitive: bool = False
     phrase: bool = False  # answer may contain spaces (several words)
     calc: bool = False  # image shows arithmetic; the answer is the result
-    language: int = 0  # 0 any, 1 Cyrillic only, 2 Latin only
+    language: int = 0  # 0 not set, 1 Cyrillic only, 2 Latin only
+    # ``lang``: the ISO 639-1 code of the text's language ("zh", "ru", "pt-BR" is read as "pt"),
+    # lower case; "" when not given. The generic model answers in Latin letters and digits unless
+    # ``language`` or ``lang`` asks for another script (see the engine's ``letter_scripts``).
+    lang: str = ""
 
     def __post_init__(self) -> None:
         _check_range("numeric", self.numeric, 0, 4)
@@ -46,6 +50,7 @@ class OcrConstraints:
             phrase=_bool(params, "phrase"),
             calc=_bool(params, "calc"),
             language=_int(params, "language"),
+            lang=_lang(params),
         )
 
     @property
@@ -67,6 +72,13 @@ def _int(params: Mapping[str, str], name: str) -> int:
         return int(raw, 10)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _lang(params: Mapping[str, str]) -> str:
+    """The primary subtag of ``lang``, lower case. Never an error: a code the engine does not know
+    leaves the script unrestricted, and other services accept any value."""
+    raw = str(params.get("lang", "")).strip().lower().replace("_", "-")
+    return raw.split("-", 1)[0][:8]
 
 
 def _bool(params: Mapping[str, str], name: str) -> bool:

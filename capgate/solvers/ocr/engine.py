@@ -6,6 +6,11 @@ path whose collapsed length lies in it. Filtering afterwards (ddddocr's ``set_ra
 characters the model did see and keeps the wrong ones it preferred; restricting first let the
 generic model go from 84 % to 97 % exact on kaggle_v2 and from 69 % to 93 % on lzu.
 
+Without a ``language`` or ``lang`` parameter the generic models answer in ASCII letters and digits
+only: their charset is ddddocr's 8,000 classes, nearly all Chinese, and left whole it read ``73mnx``
+as ``不3mnx``. Other scripts are allowed when the task asks for them (:func:`letter_scripts`); a
+trained profile answers from its own alphabet.
+
 Decoding works on *groups*: every model class whose text maps to the same answer text (``A`` and
 ``a`` when case does not matter, ``４`` and ``4``, Latin ``P`` and Cyrillic ``Р`` for Cyrillic
 answers) is one group, its probability the sum of its members'. The CTC blank is group 0.
@@ -96,17 +101,68 @@ class OcrResult:
 # --------------------------------------------------------------------------- alphabet groups
 
 
+#: Pseudo-script of the generic model's default answer: ASCII letters (and, numeric permitting, digits).
+ASCII = "ASCII"
+
+_LATIN_LANGS = (
+    "af", "az", "ca", "cs", "cy", "da", "de", "en", "eo", "es", "et", "eu", "fi", "fr", "ga", "gl", "hr",
+    "hu", "id", "is", "it", "lt", "lv", "ms", "mt", "nb", "nl", "nn", "no", "pl", "pt", "ro", "sk", "sl",
+    "sq", "sv", "sw", "tl", "tr", "uz", "vi",
+)  # fmt: skip
+#: The letter scripts each ``lang`` code's text is written in, by the first word of their Unicode
+#: character names. Latin stays allowed beside them (captchas mix it in); a code not listed leaves
+#: letters unrestricted.
+_LANG_SCRIPTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(_LATIN_LANGS, ()),
+    **dict.fromkeys(("be", "bg", "kk", "ky", "mk", "mn", "ru", "sr", "tg", "uk"), ("CYRILLIC",)),
+    "el": ("GREEK",),
+    "zh": ("CJK",),
+    "ja": ("CJK", "HIRAGANA", "KATAKANA"),
+    "ko": ("HANGUL", "CJK"),
+    **dict.fromkeys(("ar", "fa", "ur"), ("ARABIC",)),
+    "he": ("HEBREW",),
+    **dict.fromkeys(("hi", "mr", "ne"), ("DEVANAGARI",)),
+    "bn": ("BENGALI",),
+    "th": ("THAI",),
+    "hy": ("ARMENIAN",),
+    "ka": ("GEORGIAN",),
+}
+
+
+def letter_scripts(c: OcrConstraints, default: frozenset[str] | None = frozenset({ASCII})) -> frozenset[str] | None:
+    """The scripts an answer's letters may be drawn from (None: any), given the task's ``language``
+    and ``lang``; ``default`` when it names neither (ASCII for ddddocr's generic models, whose
+    charset is mostly Chinese: without it ``73mnx`` could be read ``不3mnx``; a trained profile's own
+    alphabet needs no default). ``language`` wins over ``lang``. Wherever scripts are restricted,
+    only letters of those scripts and digits can be answered (spaces with ``phrase``); symbols only
+    where nothing restricts them."""
+    if c.language == 1:
+        return frozenset({"CYRILLIC"})
+    if c.language == 2:
+        return frozenset({"LATIN"})
+    if c.lang:
+        scripts = _LANG_SCRIPTS.get(c.lang)
+        return None if scripts is None else frozenset({"LATIN", *scripts})
+    return default
+
+
 @dataclass(frozen=True)
 class _AlphabetKey:
     numeric: int
-    language: int
+    scripts: frozenset[str] | None
+    cyrillic_lookalikes: bool  # ``language=1``: Latin glyphs the model knows stand for Cyrillic ones
     calc: bool
     phrase: bool
     case_sensitive: bool
 
     @classmethod
-    def of(cls, c: OcrConstraints) -> _AlphabetKey:
-        return cls(c.numeric, c.language, c.calc, c.phrase, c.case_sensitive)
+    def of(cls, c: OcrConstraints, default: frozenset[str] | None) -> _AlphabetKey:
+        scripts = letter_scripts(c, default)
+        return cls(c.numeric, scripts, c.language == 1, c.calc, c.phrase, c.case_sensitive)
+
+
+def _script(char: str) -> str:
+    return unicodedata.name(char, "").split(" ", 1)[0]
 
 
 def _answer_char(text: str, key: _AlphabetKey) -> str | None:
@@ -131,15 +187,14 @@ def _answer_char(text: str, key: _AlphabetKey) -> str | None:
         return None
     if key.numeric == 4 and is_digit:
         return None
-    if is_letter and key.language:
-        name = unicodedata.name(char, "")
-        if key.language == 1 and not name.startswith("CYRILLIC"):
-            mapped = _LATIN_TO_CYRILLIC.get(char)
+    if key.scripts is not None:
+        if not (is_digit or is_letter):
+            return None
+        if is_letter and not ((ASCII in key.scripts and char.isascii()) or _script(char) in key.scripts):
+            mapped = _LATIN_TO_CYRILLIC.get(char) if key.cyrillic_lookalikes else None
             if mapped is None:
                 return None
             char = mapped
-        elif key.language == 2 and not name.startswith("LATIN"):
-            return None
     return char if key.case_sensitive else char.lower()
 
 
@@ -216,13 +271,22 @@ def _session(path: Path) -> ort.InferenceSession:
 
 
 class _Model:
-    def __init__(self, path: Path, classes: Sequence[str], spec: InputSpec, layout: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        classes: Sequence[str],
+        spec: InputSpec,
+        layout: str,
+        default_scripts: frozenset[str] | None = None,
+    ) -> None:
         if layout not in ("TNC", "NTC"):
             raise OcrError(f"unknown output layout {layout!r}")
         self.path = path
         self.classes = tuple(classes)
         self.spec = spec
         self.layout = layout
+        # Letter scripts answered when the task names no language (see ``letter_scripts``).
+        self.default_scripts = default_scripts
         self.session = _session(path)
         self.input_name: str = self.session.get_inputs()[0].name
         self._groups: dict[_AlphabetKey, _Groups] = {}
@@ -259,7 +323,7 @@ class _Model:
             if not allowed:
                 # The client's constraints and this model's alphabet do not meet (digits asked
                 # of a letters-only profile): the model's own alphabet is the better guess.
-                relaxed = _AlphabetKey(0, 0, False, key.phrase, key.case_sensitive)
+                relaxed = _AlphabetKey(0, None, False, False, key.phrase, key.case_sensitive)
                 allowed = {
                     i: c for i, t in enumerate(self.classes) if i and t and (c := _answer_char(t, relaxed)) is not None
                 }
@@ -445,7 +509,8 @@ class Recognizer:
         models = []
         for key in which:
             filename, charset = GENERIC_MODELS[key]
-            models.append(_Model(folder / filename, ddddocr_charset(charset), GENERIC_SPEC, "TNC"))
+            classes = ddddocr_charset(charset)
+            models.append(_Model(folder / filename, classes, GENERIC_SPEC, "TNC", frozenset({ASCII})))
         return cls(models, second_opinion_below=second_opinion_below, name="generic:" + ">".join(which))
 
     @classmethod
@@ -482,7 +547,7 @@ class Recognizer:
             model.probs(image)
 
     def _recognize_with(self, model: _Model, image: Image.Image, constraints: OcrConstraints) -> OcrResult:
-        groups = model.groups(_AlphabetKey.of(constraints))
+        groups = model.groups(_AlphabetKey.of(constraints, model.default_scripts))
         grouped = groups.sum(model.probs(image))
         if constraints.calc:
             expression, confidence = _decode(grouped, groups.texts, 1, 0)
