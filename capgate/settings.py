@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -51,6 +52,11 @@ class Settings:
     ban_threshold: int = 20
     ban_window: float = 60.0
     ban_duration: float = 300.0
+    # Addresses (comma-separated addresses or networks) never struck or banned, whatever they send.
+    ban_exempt: str = "127.0.0.0/8,::1"
+    # Proxies (comma-separated addresses or networks) whose X-Forwarded-For names the client. None by
+    # default: the client is the address that connected, whatever a header says (docs/security.md).
+    trusted_proxies: str = ""
 
     # §6 MAX_USER_TURN: a key making more than submit_turns in.php calls within turn_window seconds
     # is refused for turn_block seconds (2captcha: 60 in 3 s, 10 s). 0 turns it off, the default:
@@ -74,9 +80,16 @@ class Settings:
     # Labels kept from use (opt-in per account), per family folder.
     label_limit: int = 10_000
 
-    # Pingback.
+    # Pingback. Only globally routable addresses get one, unless allowed: every address
+    # (pingback_allow_private) or these networks (pingback_allow, comma-separated).
     pingback_allow_private: bool = False
+    pingback_allow: str = ""
     pingback_attempts: int = 5
+    pingback_hosts_max: int = 10  # hosts one account may register (add_pingback)
+
+    # reportbad refunds, per account, at most this share of what it was charged over the last 24 h
+    # (0: no limit, the default; an operator who sells may set e.g. 0.1).
+    refund_budget: float = 0.0
 
     # Per-method prices in USD, "normal=0.001,recaptcha_v2=0.002"; unset methods use the registry's.
     prices: str = ""
@@ -105,6 +118,20 @@ def parse_prices(text: str) -> dict[str, Decimal]:
         except InvalidOperation:
             raise ValueError(f"bad price {item!r}: {value!r} is not a number") from None
     return prices
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str, name: str = "networks") -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 192.0.2.7, ::1"`` -> networks (an address is a network of one)."""
+    networks: list[Network] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{name}: not an address or network: {item!r}") from None
+    return tuple(networks)
 
 
 def _coerce(kind: Any, raw: str, name: str) -> Any:
@@ -138,4 +165,10 @@ def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Setting
     parse_prices(settings.prices)
     if settings.thread_cap_code not in (C.ZERO_BALANCE, C.NO_SLOT_AVAILABLE):
         raise ValueError("CAPGATE_THREAD_CAP_CODE: ERROR_ZERO_BALANCE or ERROR_NO_SLOT_AVAILABLE")
+    for name in ("ban_exempt", "trusted_proxies", "pingback_allow"):
+        parse_networks(getattr(settings, name), f"CAPGATE_{name.upper()}")
+    if not 0 <= settings.refund_budget <= 1:
+        raise ValueError("CAPGATE_REFUND_BUDGET: a share from 0 (no limit) to 1")
+    if settings.pingback_hosts_max < 0:
+        raise ValueError("CAPGATE_PINGBACK_HOSTS_MAX: 0 or more")
     return settings

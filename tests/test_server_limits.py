@@ -48,7 +48,8 @@ BODY_LIMIT = 64 * 1024
 TOKEN = {"method": "turnstile", "sitekey": "0x4AAAA", "pageurl": PAGEURL}
 
 
-STRICT = {"ban_threshold": 3, "token_deadline": 2.0, "retention": 2.0, "body_limit": BODY_LIMIT,
+# ban_exempt="": the test clients' addresses are loopback ones (127.0.2.x), which are exempt by default.
+STRICT = {"ban_exempt": "", "ban_threshold": 3, "token_deadline": 2.0, "retention": 2.0, "body_limit": BODY_LIMIT,
           "thread_cap_code": "ERROR_NO_SLOT_AVAILABLE", "worker_presence": 3600.0, "ban_duration": 2.0}
 
 

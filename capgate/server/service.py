@@ -6,6 +6,8 @@ unknown key counts against the caller's address (PROTOCOL.md §0 "IP ban").
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -14,14 +16,15 @@ from urllib.parse import urlsplit
 from capgate.keys import hash_secret, well_formed
 from capgate.money import micros_to_usd
 from capgate.protocol import wire
-from capgate.protocol.codes import OK_REPORT_RECORDED, C
+from capgate.protocol.codes import CODES, OK_REPORT_RECORDED, C
 from capgate.protocol.methods import BY_NAME
 from capgate.protocol.wire import Reply
 from capgate.server.memo import Memo
 from capgate.server.params import RequestParams
+from capgate.server.pingback import Fence, refused_host
 from capgate.server.submit import Rejected, build_task
 from capgate.server.turns import SubmitTurns
-from capgate.settings import Settings
+from capgate.settings import Settings, parse_networks
 from capgate.solvers import sandbox
 from capgate.store.base import ReportPolicy, Store, SubmitLimits
 from capgate.store.lifecycle import state_as_of
@@ -36,6 +39,7 @@ AUTH_MEMO_S = 0.2
 OUTCOME_MEMO_S = 0.1
 SETTLED_MEMO_S = 5.0
 PRESENCE_CACHE_S = 1.0
+log = logging.getLogger("capgate.service")
 
 
 class Service:
@@ -48,6 +52,8 @@ class Service:
         self.builtin_methods: set[str] = set()  # served by in-process workers (OCR)
         self._presence: tuple[float, set[str]] = (0.0, set())
         self._turns = SubmitTurns(settings.submit_turns, settings.turn_window, settings.turn_block)
+        self._ban_exempt = parse_networks(settings.ban_exempt, "ban_exempt")
+        self._pingback_fence = Fence.of(settings)
         self._unbanned: Memo[str, bool] = Memo(AUTH_MEMO_S)
         self._accounts: Memo[str, Account] = Memo(AUTH_MEMO_S)
         self._pending_outcomes: Memo[int, tuple[int, TaskOutcome]] = Memo(OUTCOME_MEMO_S)
@@ -70,7 +76,7 @@ class Service:
         # one read of each per interval. Only good news is memoised (an address not banned, a key
         # that exists), and a ban made here drops the address's memo at once.
         if not self._unbanned.get(ip, now):
-            if await self.store.ip_banned(ip, now):
+            if not self._exempt(ip) and await self.store.ip_banned(ip, now):
                 raise Rejected(C.IP_BANNED)
             self._unbanned.put(ip, True, now)
         if not well_formed(key):
@@ -88,8 +94,20 @@ class Service:
             raise Rejected(C.KEY_DOES_NOT_EXIST)
         return account
 
+    def _exempt(self, ip: str) -> bool:
+        """An address of ``ban_exempt`` (loopback by default) is never struck or banned."""
+        try:
+            address = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        inner = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        return any(a in net for a in (address, inner) if a is not None for net in self._ban_exempt
+                   if a.version == net.version)
+
     async def _strike(self, ip: str, now: float) -> None:
         s = self.settings
+        if self._exempt(ip):
+            return
         if await self.store.strike(ip, now, s.ban_window, s.ban_threshold, s.ban_duration):
             self._unbanned.drop(ip)
             raise Rejected(C.IP_BANNED)
@@ -161,7 +179,10 @@ class Service:
 
     async def _pingback_allowed(self, account: Account, url: str) -> bool:
         host = _host_of(url)
-        return host is not None and host in await self.store.pingback_hosts(account.id)
+        # Checked again as add_pingback checks it: a host registered before the rules (or under
+        # laxer settings) gets no new task.
+        return (host is not None and refused_host(host, self._pingback_fence) is None
+                and host in await self.store.pingback_hosts(account.id))
 
     # ---------------------------------------------------------------------------------- res.php
 
@@ -291,7 +312,8 @@ class Service:
 
     async def _report(self, account: Account, request: RequestParams, now: float, good: bool) -> Reply:
         task_id = _task_id(request.get("id"))
-        policy = ReportPolicy(self.settings.report_window, self.settings.refund_bad)
+        s = self.settings
+        policy = ReportPolicy(s.report_window, s.refund_bad, retention_s=s.retention, budget_share=s.refund_budget)
         code = await self.store.report(account.id, task_id, good, now, policy)
         if code is not None:
             raise Rejected(code)
@@ -313,11 +335,21 @@ class Service:
                      {"request": "OK", "threads": account.threads, "working_threads": working})
 
     async def _add_pingback(self, account: Account, request: RequestParams, now: float) -> Reply:
-        host = _host_of(request.get("addr").strip())
+        addr = request.get("addr").strip()
+        host = _host_of(addr)
         if host is None:
-            raise Rejected(C.IP_ADDRES)
-        await self.store.add_pingback_host(account.id, host)
-        return wire.bare("OK")
+            why = f"{addr[:100]!r} is not an http(s) URL or a host"
+        else:
+            refused = refused_host(host, self._pingback_fence)
+            hosts = await self.store.pingback_hosts(account.id) if refused is None else []
+            limit = self.settings.pingback_hosts_max
+            if refused is None and (host in hosts or len(hosts) < limit):
+                await self.store.add_pingback_host(account.id, host)
+                return wire.bare("OK")
+            why = refused or f"the account has {len(hosts)} pingback hosts, the most allowed ({limit})"
+        log.info("add_pingback refused for account %s: %s", account.id, why)
+        # The plain answer is the protocol's code alone; json mode's error_text says why.
+        return Reply(0, C.IP_ADDRES, {"request": C.IP_ADDRES, "error_text": f"{CODES[C.IP_ADDRES].meaning} {why}"})
 
     async def _get_pingback(self, account: Account, request: RequestParams, now: float) -> Reply:
         hosts = await self.store.pingback_hosts(account.id)

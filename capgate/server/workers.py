@@ -1,7 +1,12 @@
 """The worker API: JSON over HTTP for any solver, program or person (docs/worker-api.md).
 
 Unlike in.php/res.php this is capgate's own API, so it uses HTTP statuses: 401 for a bad token,
-400 for a malformed request, 409 when the lease is no longer the caller's.
+400 for a malformed request, 403 for a task the token may not touch (another token holds its lease,
+or its method is not one the token serves), 409 when the lease is no longer the caller's, 422 when a
+person's text answer breaks its task's own hints (the lease stays theirs).
+
+The token is read from the store on every call, never cached: a token disabled or deleted by
+``capgate workers`` (in any process) is refused from its next call.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from capgate.keys import TOKEN_PREFIX, hash_secret
+from capgate.protocol.answers import TextAnswer
 from capgate.protocol.methods import BY_NAME
 from capgate.server.params import BodyTooLarge, read_body
-from capgate.store.models import Pool, WorkerToken
+from capgate.store.models import Pool, Task, WorkerToken
 from capgate.workers.dispatch import AnswerRejected, Claimed, Dispatcher, answer_from_fields
 from capgate.workers.source import visible_settings
+from capgate.workers.textcheck import answer_problem
 
 PREFIX = "/worker/v1"
 PRESENCE_EVERY_S = 5.0
@@ -89,6 +96,18 @@ class WorkerApi:
             raise ApiError(403, f"this token serves only: {', '.join(allowed)}")
         return list(asked)
 
+    async def _held(self, worker: WorkerToken, task_id: int, lease: str) -> Task:
+        """The task leased by ``lease``, if ``worker`` may act on it: 409 when the lease is gone,
+        403 when another token holds it or the token may not serve the task's method."""
+        task = await self.dispatcher.store.leased_task(task_id, lease)
+        if task is None:
+            raise ApiError(409, "the lease is no longer yours (expired, answered, or past the deadline)")
+        if task.lease_worker is not None and task.lease_worker != worker.id:
+            raise ApiError(403, "another worker token holds this task's lease")
+        if worker.methods and task.method not in worker.methods:
+            raise ApiError(403, f"this token serves only: {', '.join(worker.methods)}")
+        return task
+
     async def claim(self, request: Request) -> Response:
         worker = await self._worker(request)
         body = await self._body(request)
@@ -103,14 +122,16 @@ class WorkerApi:
         # A worker that hung up while it waited (stopped, crashed) must not be leased a task that
         # no one would then work on until the lease ran out.
         claimed = await self.dispatcher.claim(pools_for(worker), methods, wait, lease_s,
-                                              gone=request.is_disconnected)
+                                              gone=request.is_disconnected, worker_id=worker.id)
         return JSONResponse({"task": task_json(claimed) if claimed else None})
 
     async def heartbeat(self, request: Request) -> Response:
-        await self._worker(request)
+        worker = await self._worker(request)
         task_id, body = _task_id(request), await self._body(request)
-        until = await self.dispatcher.heartbeat(task_id, _lease(body),
-                                                _number(body, "lease_seconds", self.dispatcher.settings.lease))
+        lease = _lease(body)
+        lease_s = _number(body, "lease_seconds", self.dispatcher.settings.lease)
+        await self._held(worker, task_id, lease)
+        until = await self.dispatcher.heartbeat(task_id, lease, lease_s, worker_id=worker.id)
         if until is None:
             raise ApiError(409, "the lease is no longer yours (expired, answered, or past the deadline)")
         return JSONResponse({"lease_until": until})
@@ -126,22 +147,26 @@ class WorkerApi:
         if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
                                        or not 0 <= confidence <= 1):
             raise ApiError(400, "confidence must be a number from 0 to 1")
-        task = await self.dispatcher.store.leased_task(task_id, lease)
-        if task is None:
-            raise ApiError(409, "not accepted: the lease is no longer yours or the task is settled")
+        task = await self._held(worker, task_id, lease)
         kind = BY_NAME[task.method].answer
         try:
             answer = answer_from_fields(kind, raw_answer)
         except AnswerRejected as exc:
             raise ApiError(400, str(exc)) from None
+        if worker.human and isinstance(answer, TextAnswer):
+            # A person's typo that breaks the task's own hints (length, digits only...) is refused, and
+            # the lease stays theirs to correct it: the customer would get a wrong answer, charged.
+            problem = answer_problem(task.params, answer.text)
+            if problem is not None:
+                raise ApiError(422, f"not accepted: {problem}")
         if not await self.dispatcher.answer(task_id, lease, kind, answer,
                                             float(confidence) if confidence is not None else None,
-                                            human=worker.human):
+                                            human=worker.human, worker_id=worker.id):
             raise ApiError(409, "not accepted: the lease is no longer yours or the task is settled")
         return JSONResponse({"ok": True})
 
     async def fail(self, request: Request) -> Response:
-        await self._worker(request)
+        worker = await self._worker(request)
         task_id, body = _task_id(request), await self._body(request)
         error = body.get("error")
         if error is not None and not isinstance(error, str):
@@ -149,7 +174,9 @@ class WorkerApi:
         to_human, final = body.get("to_human", False), body.get("final", False)
         if not isinstance(to_human, bool) or not isinstance(final, bool):
             raise ApiError(400, "to_human and final must be true or false")
-        if not await self.dispatcher.fail(task_id, _lease(body), error, to_human, final):
+        lease = _lease(body)
+        await self._held(worker, task_id, lease)
+        if not await self.dispatcher.fail(task_id, lease, error, to_human, final, worker_id=worker.id):
             raise ApiError(409, "the lease is no longer yours")
         return JSONResponse({"ok": True})
 
