@@ -155,3 +155,36 @@ def test_cant_read_it_gives_the_task_up(human_server: ServerProcess, page: Page)
         expect(page.locator("#count")).to_have_text("0")
         last = submit(http, key, method="base64", body=base64.b64encode(png()).decode())
         expect(page.locator("#status")).to_have_text(f"Task {last}")
+
+
+def test_the_page_holds_an_answer_to_the_tasks_hints(human_server: ServerProcess, page: Page) -> None:
+    """The input carries the task's length hints, and what the browser lets through the server refuses
+    with the reason (issue 16): the task stays on screen to be corrected, nothing is settled."""
+    token = worker_token(human_server, "carol", "--human")
+    key = human_server.create_key(sandbox=False, threads=200)
+    with httpx.Client(base_url=human_server.base_url, timeout=30) as http:
+        sign_in(page, human_server, token)
+        expect(page.locator("#work")).to_be_visible()
+        task_id = submit(http, key, method="base64", body=base64.b64encode(png()).decode(), numeric="1",
+                         min_len="5", max_len="6")
+        expect(page.locator("#status")).to_have_text(f"Task {task_id}")
+        assert page.get_attribute("#answer", "minlength") == "5"
+        assert page.get_attribute("#answer", "maxlength") == "6"
+        assert page.get_attribute("#answer", "inputmode") == "numeric"
+        page.keyboard.type("1234567")
+        expect(page.locator("#answer")).to_have_value("123456")  # the seventh character is not taken
+
+        with page.expect_response(lambda response: response.url.endswith(f"/tasks/{task_id}/answer")) as sent:
+            page.evaluate("settle('answer', { answer: { text: '12a45' } })")
+        assert sent.value.status == 422
+        expect(page.locator("#status")).to_contain_text("digits only")
+        expect(page.locator("#task")).to_be_visible()
+        assert http.get("/res.php", params={"key": key, "action": "get", "id": task_id}).text == "CAPCHA_NOT_READY"
+
+        page.fill("#answer", "12345")
+        page.keyboard.press("Enter")
+        assert http.get("/res.php", params={"key": key, "action": "get", "id": task_id, "wait": 10}).text \
+            == "OK|12345"
+        expect(page.locator("#count")).to_have_text("1")
+        last = submit(http, key, method="base64", body=base64.b64encode(png()).decode())
+        expect(page.locator("#status")).to_have_text(f"Task {last}")

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+from urllib.parse import urlsplit
 
 from capgate.protocol import answers
 from capgate.protocol.answers import Answer, AnswerKind
@@ -73,6 +74,33 @@ def batch(items: Sequence[str]) -> Reply:
 
 
 # ---------------------------------------------------------------------------------------- reading
+
+
+def base_url(server: str) -> str:
+    """The URL ``in.php`` and ``res.php`` (and capgate's worker API) hang off, from what a person typed.
+
+    A URL without a scheme names a bare host: ``http://`` when that host is this machine (``localhost``,
+    ``127.x.x.x``, ``::1``), where ``capgate serve`` speaks plain HTTP unless given a certificate;
+    ``https://`` for any other host, as 2captcha-python assumes (``api.2captcha.com``)."""
+    text = server.strip().rstrip("/")
+    if not text:
+        raise ValueError("no server URL")
+    if "://" not in text:
+        host = urlsplit("//" + text).hostname or ""
+        local = host == "localhost" or host == "::1" or host.startswith("127.")
+        text = ("http://" if local else "https://") + text
+    if text.partition("://")[0].lower() not in ("http", "https"):
+        raise ValueError(f"a server URL starts with http:// or https://, not {server!r}")
+    return text
+
+
+def tls_hint(url: str, reason: str) -> str:
+    """A failed exchange's reason, with what to do when an ``https://`` URL met a plain-HTTP server
+    (the TLS handshake then fails with an error such as ``WRONG_VERSION_NUMBER``)."""
+    if url.lower().startswith("https://") and "[SSL" in reason and "CERTIFICATE" not in reason:
+        return (f"{reason} (the server does not speak HTTPS there: capgate serve uses plain HTTP unless given "
+                "--ssl-certfile; write the URL with http://)")
+    return reason
 
 
 class Outcome(Enum):

@@ -21,7 +21,12 @@ MAX_FILES = 16
 
 
 class BodyTooLarge(Exception):
-    pass
+    """A body over the limit. ``head`` is what had been read of it when that was known: enough, most of
+    the time, to see the ``json=1`` its refusal must be answered in (:func:`params_in_head`)."""
+
+    def __init__(self, head: bytes = b"") -> None:
+        super().__init__("request body too large")
+        self.head = head
 
 
 class BadParameters(Exception):
@@ -89,10 +94,28 @@ async def read_body(stream: AsyncIterator[bytes], declared: int | None, limit: i
     size = 0
     async for chunk in stream:
         size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
         chunks.append(chunk)
+        if size > limit:
+            raise BodyTooLarge(b"".join(chunks))
     return b"".join(chunks)
+
+
+def params_in_head(content_type: str, head: bytes) -> dict[str, str]:
+    """The fields that ``head``, the start of a body that was not read to its end, holds whole (the last
+    one may be cut short, so it is left out). Never raises: it serves only to answer a refused body in
+    the mode the body asked for."""
+    if not head:
+        return {}
+    mime, options = parse_options_header(content_type)
+    try:
+        if mime == b"multipart/form-data":
+            boundary = options.get(b"boundary")
+            return _parse_multipart(boundary, head, complete=False).values if boundary else {}
+        if mime in (b"application/x-www-form-urlencoded", b"", b"text/plain"):
+            return parse_query(head.rpartition(b"&")[0])
+    except (BadParameters, BadUpload):
+        pass
+    return {}
 
 
 def parse_body(content_type: str, body: bytes) -> RequestParams:
@@ -116,7 +139,8 @@ def _decode(data: bytes) -> str:
         raise BadParameters("parameter is not UTF-8") from exc
 
 
-def _parse_multipart(boundary: bytes, body: bytes) -> RequestParams:
+def _parse_multipart(boundary: bytes, body: bytes, complete: bool = True) -> RequestParams:
+    """``complete=False``: ``body`` is only the start of one; the parts it holds whole, nothing else."""
     params = RequestParams()
     headers: dict[bytes, bytes] = {}
     header_name = bytearray()
@@ -169,9 +193,15 @@ def _parse_multipart(boundary: bytes, body: bytes) -> RequestParams:
     })
     try:
         parser.write(body)
+        if not complete:
+            return params
         parser.finalize()
-    except MultipartParseError as exc:
-        raise BadUpload(str(exc)) from exc
+    except (MultipartParseError, BadUpload, BadParameters) as exc:
+        if not complete:
+            return params
+        if isinstance(exc, MultipartParseError):
+            raise BadUpload(str(exc)) from exc
+        raise
     if not counts["ended"]:
         raise BadUpload("multipart body ends early")
     return params
