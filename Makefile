@@ -6,15 +6,25 @@ export CAPGATE_DB ?= .capgate/capgate.db
 
 .PHONY: run test lint typecheck unit bench venv clean browser
 
-$(VENV)/.installed: pyproject.toml
+# One stamp per set of extras, each newer than pyproject.toml once installed: `make run` installs only
+# what serving needs; `make test` (and lint, typecheck, bench) adds the dev tools and training. The full
+# install stamps the serving one too, so `make run` after `make test` installs nothing.
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,train]'
 	touch $@
 
-venv: $(VENV)/.installed
+$(VENV)/.installed-serve: pyproject.toml | $(VENV)/.created
+	$(PY) -m pip install -q -e .
+	touch $@
 
-run: venv
+$(VENV)/.installed-all: pyproject.toml | $(VENV)/.created
+	$(PY) -m pip install -q -e '.[dev,train]'
+	touch $@ $(VENV)/.installed-serve
+
+venv: $(VENV)/.installed-all
+
+run: $(VENV)/.installed-serve
 	@$(PY) -m capgate.quickstart
 	$(PY) -m capgate serve
 

@@ -12,11 +12,13 @@ import contextlib
 import dataclasses
 import faulthandler
 import io
+import ipaddress
 import os
 import secrets
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -24,7 +26,7 @@ from typing import Any, TypeVar
 from capgate.cliargs import CliError, add_db_option, whole_number
 from capgate.keys import KEY_LENGTH, PREFIX_LENGTH, TOKEN_PREFIX, hash_secret, new_key
 from capgate.money import micros_to_usd, usd_to_micros
-from capgate.paths import database_url
+from capgate.paths import database_url, missing_folder
 from capgate.protocol.methods import BY_NAME
 from capgate.settings import Settings, from_env
 from capgate.store.base import Store
@@ -69,17 +71,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
     names = {f.name for f in dataclasses.fields(Settings)}
     overrides = {name: value for name, value in vars(args).items() if name in names}
     try:
-        return from_env(**overrides)
+        settings = from_env(**overrides)
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
+    folder = missing_folder(settings.db)
+    if folder is not None:
+        raise CliError(f"the database {settings.db} is in a folder that does not exist ({folder}): "
+                       "fix --db or CAPGATE_DB, or create the folder first")
+    return settings
 
 
 # ------------------------------------------------------------------------------------------ serve
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from capgate.server import running
     from capgate.server.app import create_app
     from capgate.server.builtin import builtin_extensions
 
@@ -88,8 +94,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ssl: dict[str, Any] = {}
     if settings.ssl_certfile:
         ssl = {"ssl_certfile": settings.ssl_certfile, "ssl_keyfile": settings.ssl_keyfile or None}
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=max(settings.shutdown_grace, 0), **ssl)
+    # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from 127.0.0.1 (or its
+    # FORWARDED_ALLOW_IPS); the app reads it itself, from the trusted_proxies setting only.
+    # Ctrl-C or SIGTERM: one line, and the OCR pool's processes end with it (server/running.py).
+    running.run(app, on_stop=app.service.hub.stop, host=settings.host, port=settings.port,
+                log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=max(settings.shutdown_grace, 0), proxy_headers=False, **ssl)
     return 0
 
 
@@ -201,14 +211,30 @@ def _account_settings(args: argparse.Namespace) -> dict[str, object]:
     return changes
 
 
+def _require_profile(settings: Settings, name: str) -> None:
+    """``keys set --profile`` names a profile the OCR can load (trained, beside the database), not a typo
+    that would quietly leave the account on the generic model."""
+    from capgate.paths import profiles_dir
+    from capgate.solvers.ocr.profile import list_profiles
+
+    root = profiles_dir(settings.db)
+    known = [profile.name for profile in list_profiles(root)]
+    if name not in known:
+        raise CliError(f"--profile: no trained profile {name!r} in {root} (there: {', '.join(known) or 'none'}); "
+                       f"train it first: capgate train DATA_DIR --profile {name}")
+
+
 def cmd_keys_set(args: argparse.Namespace) -> int:
     changes = _account_settings(args)
+    settings = settings_from(args)
+    if isinstance(changes.get("profile"), str):
+        _require_profile(settings, str(changes["profile"]))
 
     async def run(store: Store) -> Account:
         account = await _find(store, args.account)
         return await store.update_account(account.id, settings=changes)
 
-    account = with_store(settings_from(args), run)
+    account = with_store(settings, run)
     print(_describe(account))
     shown = {name: value for name, value in account.settings.items() if value is not None}
     print("settings: " + (", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none"))
@@ -248,24 +274,109 @@ def cmd_workers_list(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _find_worker(store: Store, ident: str) -> WorkerToken:
+    """A worker token by id, by name (if only one has it), or by the token itself."""
+    if ident.startswith(TOKEN_PREFIX) and len(ident) > TOKEN_SHOWN:
+        worker = await store.worker_by_token_hash(hash_secret(ident))
+        if worker is not None:
+            return worker
+        raise CliError("no worker token matches that token")
+    workers = await store.list_workers()
+    if ident.isdigit():
+        for worker in workers:
+            if worker.id == int(ident):
+                return worker
+    named = [worker for worker in workers if worker.name == ident]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        ids = ", ".join(str(worker.id) for worker in named)
+        raise CliError(f"{len(named)} worker tokens are named {ident!r} (ids {ids}); give the id")
+    raise CliError(f"no worker token {ident!r} (see 'capgate workers list')")
+
+
+def cmd_workers_disable(args: argparse.Namespace) -> int:
+    """Disable or enable a token: every capgate process reads the token on each worker API call, so
+    a disabled one is refused (401) from its next call, and its methods stop counting as served."""
+    async def run(store: Store) -> WorkerToken:
+        worker = await _find_worker(store, args.worker)
+        changed = await store.set_worker_disabled(worker.id, args.disable)
+        if changed is None:
+            raise CliError(f"worker token {worker.id} is gone")
+        return changed
+
+    print(_describe_worker(with_store(settings_from(args), run)))
+    return 0
+
+
+def cmd_workers_delete(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> WorkerToken:
+        worker = await _find_worker(store, args.worker)
+        if not await store.delete_worker(worker.id):
+            raise CliError(f"worker token {worker.id} is gone")
+        return worker
+
+    worker = with_store(settings_from(args), run)
+    print(f"deleted worker token {worker.id} ({worker.name}); a task it held goes back to the queue when "
+          "its lease runs out")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ bans
+
+
+def cmd_bans_list(args: argparse.Namespace) -> int:
+    now = time.time()
+    bans = with_store(settings_from(args), lambda store: store.bans(now))
+    for address, until in bans:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(until))
+        print(f"{address:<39}  until {stamp} UTC  ({max(0, round(until - now))} s left)")
+    if not bans:
+        print("no address is banned", file=sys.stderr)
+    return 0
+
+
+def cmd_bans_lift(args: argparse.Namespace) -> int:
+    address = args.address.strip()
+    with contextlib.suppress(ValueError):
+        address = str(ipaddress.ip_address(address))  # as the server records it
+    if not with_store(settings_from(args), lambda store: store.lift_ban(address)):
+        raise CliError(f"{address} is not banned (see 'capgate bans list')")
+    print(f"lifted the ban on {address}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="capgate", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="capgate", description="capgate: a self-hosted CaptchaAI / 2captcha-compatible captcha service. "
+        "Serve it, manage its API keys and worker tokens, solve captchas with it, train its OCR.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service")
     add_db_option(serve)
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--ssl-certfile", dest="ssl_certfile", default=None)
-    serve.add_argument("--ssl-keyfile", dest="ssl_keyfile", default=None)
-    serve.add_argument("--sandbox-delay", dest="sandbox_delay", type=float, default=None)
-    serve.add_argument("--prices", default=None, help="per-method prices, e.g. normal=0.001,turnstile=0.002")
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for every "
+                                                    "interface)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8000)")
+    serve.add_argument("--ssl-certfile", dest="ssl_certfile", default=None, metavar="FILE",
+                       help="serve HTTPS with this certificate (PEM); without it the service speaks plain HTTP")
+    serve.add_argument("--ssl-keyfile", dest="ssl_keyfile", default=None, metavar="FILE",
+                       help="the certificate's private key (PEM), if not in the certificate file")
+    serve.add_argument("--sandbox-delay", dest="sandbox_delay", type=float, default=None, metavar="SECONDS",
+                       help="seconds before the sandbox worker answers a sandbox key's task (default 1)")
+    serve.add_argument("--prices", default=None, help="USD per solved task by method, e.g. "
+                       "normal=0.001,turnstile=0.002 (default: 0 for every method)")
     serve.add_argument("--no-ocr", dest="ocr", action="store_const", const=False, default=None,
                        help="don't run the built-in OCR worker in this process")
-    serve.add_argument("--log-level", dest="log_level", default=os.environ.get("CAPGATE_LOG_LEVEL", "info"))
+    serve.add_argument("--trusted-proxies", dest="trusted_proxies", default=None, metavar="NETWORKS",
+                       help="reverse proxies whose X-Forwarded-For names the client, e.g. 127.0.0.1,10.0.0.0/8 "
+                            "(default: none; the header is ignored)")
+    serve.add_argument("--ban-exempt", dest="ban_exempt", default=None, metavar="NETWORKS",
+                       help="addresses never banned for wrong keys (default: 127.0.0.0/8,::1; '' for none)")
+    serve.add_argument("--log-level", dest="log_level", default=os.environ.get("CAPGATE_LOG_LEVEL", "info"),
+                       help="critical, error, warning, info (the default, or $CAPGATE_LOG_LEVEL) or debug")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API keys (accounts)").add_subparsers(dest="keys_command", required=True)
@@ -301,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="OCR answers below this confidence go to human workers (0-1, or off)")
     setting.add_argument("--keep-labels", dest="keep_labels", default=None,
                          help="on: keep confirmed and human answers as training labels")
-    setting.add_argument("--profile", default=None, help="default OCR profile for this account (or off)")
+    setting.add_argument("--profile", default=None, help="default OCR profile for this account: a trained one "
+                         "(capgate train), or off")
     setting.set_defaults(func=cmd_keys_set)
 
     workers = sub.add_parser("workers", help="worker tokens for the worker API").add_subparsers(
@@ -316,6 +428,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing = workers.add_parser("list", help="list worker tokens")
     add_db_option(listing)
     listing.set_defaults(func=cmd_workers_list)
+    for name, disabling, text in (("disable", True, "refuse a token from its next call, on every process"),
+                                  ("enable", False, "accept a disabled token again")):
+        toggle = workers.add_parser(name, help=text)
+        add_db_option(toggle)
+        toggle.add_argument("worker", help="the token's id or name (capgate workers list), or the token")
+        toggle.set_defaults(func=cmd_workers_disable, disable=disabling)
+    delete = workers.add_parser("delete", help="delete a worker token")
+    add_db_option(delete)
+    delete.add_argument("worker", help="the token's id or name (capgate workers list), or the token")
+    delete.set_defaults(func=cmd_workers_delete)
+
+    bans = sub.add_parser("bans", help="addresses banned for wrong keys").add_subparsers(
+        dest="bans_command", required=True)
+    listing = bans.add_parser("list", help="list banned addresses and when each ban ends")
+    add_db_option(listing)
+    listing.set_defaults(func=cmd_bans_list)
+    lift = bans.add_parser("lift", help="lift an address's ban now")
+    add_db_option(lift)
+    lift.add_argument("address")
+    lift.set_defaults(func=cmd_bans_lift)
 
     import importlib
 
@@ -344,7 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"capgate: {exc}", file=sys.stderr)
         return 2
     except (sqlite3.Error, OSError) as exc:
-        print(f"capgate: the database can't be used ({database_url()}): {exc}", file=sys.stderr)
+        # The database this command was given: --db where it takes one, else CAPGATE_DB or the default.
+        db = getattr(args, "db", None) or database_url()
+        print(f"capgate: the database can't be used ({db}): {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

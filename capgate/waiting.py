@@ -10,6 +10,9 @@ the pingback sender at the wrong moment. ``asyncio.timeout`` tells the two apart
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -34,3 +37,12 @@ async def run_until(stop: asyncio.Event, work: asyncio.Task[None], grace_s: floa
         work.cancel()
         await asyncio.wait({work}, timeout=grace_s)
     return work.done()
+
+
+def stop_notice(command: str, signum: int) -> None:
+    """The one line a capgate process prints when a signal stops it (``capgate serve: stopping
+    (Ctrl-C)``). Written straight to the file descriptor, as it is called from signal handlers,
+    where ``print`` could meet the stream's own lock."""
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    with contextlib.suppress(OSError):  # no stderr to tell
+        os.write(2, f"{command}: stopping ({name})\n".encode())

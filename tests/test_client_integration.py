@@ -17,6 +17,7 @@ from capgate.client import (
     AsyncClient,
     AuthError,
     BadInputError,
+    CapacityError,
     CellsAnswer,
     ClearanceAnswer,
     Client,
@@ -148,7 +149,7 @@ def test_settle_error_from_the_sandbox(server: ServerProcess, sandbox_key: str) 
 
 
 def test_no_slot_gives_up_inside_the_deadline(server: ServerProcess, sandbox_key: str) -> None:
-    with Client(server.base_url, sandbox_key) as client, pytest.raises(FundsError) as caught:
+    with Client(server.base_url, sandbox_key) as client, pytest.raises(CapacityError) as caught:
         client.turnstile("sk", f"https://site.test/{uuid.uuid4().hex}/sandbox-noslot", timeout=3)
     assert caught.value.code == "ERROR_NO_SLOT_AVAILABLE"
 

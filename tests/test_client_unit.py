@@ -394,9 +394,10 @@ def test_no_slot_retried_with_growing_jittered_backoff(service: FakeService, clo
 def test_retries_stop_at_the_deadline(service: FakeService, clock: FakeClock) -> None:
     service.in_script.extend(["ERROR_NO_SLOT_AVAILABLE"] * 100)
     start = clock.now
-    with sync_client(service, timeout=40) as client, pytest.raises(FundsError):
+    with sync_client(service, timeout=40) as client, pytest.raises(errors.CapacityError) as caught:
         client.turnstile("sk", "https://a.test/")
     assert clock.now - start <= 40
+    assert caught.value.code == "ERROR_NO_SLOT_AVAILABLE" and not isinstance(caught.value, FundsError)
 
 
 def test_busy_threads_are_waited_for(service: FakeService) -> None:

@@ -17,6 +17,7 @@ from capgate.client.aio import AsyncClient
 from capgate.client.errors import (
     AuthError,
     BadInputError,
+    CapacityError,
     CapgateError,
     FundsError,
     NetworkError,
@@ -39,8 +40,8 @@ from capgate.protocol.answers import (
 )
 
 __all__ = [
-    "Answer", "AsyncClient", "AuthError", "BadInputError", "CapgateError", "CellsAnswer", "ClearanceAnswer",
-    "Client", "FundsError", "GeeTestAnswer", "NetworkError", "ObjectAnswer", "ProtocolError", "ReportError",
-    "ServerError", "ServiceError", "Solution", "SolveTimeout", "TextAnswer", "Threads", "TokenAnswer",
+    "Answer", "AsyncClient", "AuthError", "BadInputError", "CapacityError", "CapgateError", "CellsAnswer",
+    "ClearanceAnswer", "Client", "FundsError", "GeeTestAnswer", "NetworkError", "ObjectAnswer", "ProtocolError",
+    "ReportError", "ServerError", "ServiceError", "Solution", "SolveTimeout", "TextAnswer", "Threads", "TokenAnswer",
     "UnsolvableError",
 ]

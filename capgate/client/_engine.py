@@ -129,7 +129,7 @@ class Threads:
 class Options:
     server: str
     key: str
-    timeout: float | None = None  # per solve; None: the type's server-side deadline plus a grace
+    timeout: float | None = None  # per solve; None: the type's server-side deadline plus DEADLINE_GRACE
     long_poll: float = 20.0  # wait=N sent to services that honour it (capgate caps it at 30 s)
     batch_window: float = 0.5  # pause between batch polls, so that more tasks settle per poll
     max_batch: int = 100  # ids per batch poll (capgate's limit)
@@ -143,11 +143,8 @@ ParamValue = str | int | float | Decimal | bool | None
 
 
 def base_url(server: str) -> str:
-    text = server.strip().rstrip("/")
-    if not text:
-        raise ValueError("no server URL")
-    if "://" not in text:
-        text = "https://" + text  # a bare host, as 2captcha-python takes it
+    """``wire.base_url``: a bare host is ``http://`` on this machine, ``https://`` elsewhere."""
+    text = wire.base_url(server)
     if text.endswith((".php", "/in", "/res")):
         raise ValueError(f"give the base URL, not an endpoint: {server!r}")
     return text
@@ -219,7 +216,8 @@ class Engine:
     def read(self, received: Received, bare: Callable[[str], bool] | None = None) -> Verdict:
         """``bare`` accepts success bodies that have no ``OK|`` in plain mode (getbalance, reports)."""
         if isinstance(received, Failure):
-            return Verdict(retry=NETWORK_DELAY, error=NetworkError(received.reason), network=True)
+            reason = wire.tls_hint(self.base, received.reason)
+            return Verdict(retry=NETWORK_DELAY, error=NetworkError(reason), network=True)
         if received is None:
             raise RuntimeError("a request effect was answered with nothing")
         parsed = wire.parse(received.body)

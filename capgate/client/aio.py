@@ -57,7 +57,10 @@ class AsyncClient(Methods[Coroutine[Any, Any, Solution[TextAnswer]], Coroutine[A
     """Async client; the same methods as :class:`capgate.client.Client`, awaited.
 
     Run as many solves at once as you like (``asyncio.gather``): their polls are shared.
-    ``max_connections`` caps the HTTP connections to the service.
+    ``max_connections`` caps the HTTP connections to the service. ``timeout`` is as the sync client's:
+    one solve's deadline, retries included (``ERROR_NO_SLOT_AVAILABLE``'s too, then
+    :class:`~capgate.client.errors.CapacityError`); by default 120 s for image types, 330 s for token
+    types (the type's server-side deadline plus 30 s).
     """
 
     def __init__(self, server: str, key: str, *, timeout: float | None = None, long_poll: float = 20.0,

@@ -6,7 +6,9 @@ not codes at all.
     CapgateError                      everything the client raises; .code, .task_id, .raw (when known)
     ├── ServiceError                  the service answered an error code (an unknown one raises this class)
     │   ├── AuthError                 Family.AUTH: key wrong or unknown, IP_BANNED, address not allowed
-    │   ├── FundsError                Family.FUNDS: no balance, no free thread, no slot (after the retries)
+    │   ├── FundsError                Family.FUNDS: no balance, no free thread, too many submits
+    │   ├── CapacityError             Family.CAPACITY: ERROR_NO_SLOT_AVAILABLE, still so when the solve's
+    │   │                             timeout ran out (no worker serves the type, or all are busy)
     │   ├── BadInputError             Family.BAD_INPUT: the request is wrong (also raised before any I/O
     │   │                             for a missing parameter or an image that cannot be read)
     │   ├── UnsolvableError           Family.UNSOLVABLE: the task settled without an answer
@@ -50,6 +52,13 @@ class FundsError(ServiceError):
     family = Family.FUNDS
 
 
+class CapacityError(ServiceError):
+    """``ERROR_NO_SLOT_AVAILABLE`` until the call's timeout: the service has no worker free for the
+    type (capgate: none serves it at all). Retried every 5 s or more, backing off, within the timeout."""
+
+    family = Family.CAPACITY
+
+
 class BadInputError(ServiceError):
     family = Family.BAD_INPUT
 
@@ -80,7 +89,7 @@ class SolveTimeout(CapgateError, TimeoutError):
 
 BY_FAMILY: dict[Family, type[ServiceError]] = {
     cls.family: cls
-    for cls in (AuthError, FundsError, BadInputError, UnsolvableError, ReportError, ServerError)
+    for cls in (AuthError, FundsError, CapacityError, BadInputError, UnsolvableError, ReportError, ServerError)
     if cls.family is not None
 }
 

@@ -56,8 +56,13 @@ class Client(Methods[Solution[TextAnswer], Solution[TokenAnswer], Solution[GeeTe
                      Solution[Answer]]):
     """Blocking client for capgate, CaptchaAI, 2captcha or any compatible service.
 
-    ``server`` is the base URL that ``in.php`` and ``res.php`` hang off (a path prefix is fine).
-    ``timeout`` is the default overall deadline of one solve, retries and polls included.
+    ``server`` is the base URL that ``in.php`` and ``res.php`` hang off (a path prefix is fine); a bare
+    host means ``http://`` for ``localhost``/``127.x``/``::1`` and ``https://`` for any other host.
+    ``timeout`` is the default overall deadline of one solve (each method also takes ``timeout=``):
+    submit, retries and polls included, ``ERROR_NO_SLOT_AVAILABLE``'s retries too, after which
+    :class:`~capgate.client.errors.CapacityError` is raised. ``None``, the default: the type's
+    server-side deadline plus 30 s, that is 120 s for image types (``normal``, ``grid``, ``bls``) and
+    330 s for token types (``turnstile``, ``recaptcha_v2``...).
     ``clock``, ``sleep`` and ``rng`` exist for tests.
     """
 

@@ -20,7 +20,8 @@ class Family(Enum):
     """Families of codes; the client raises one exception class per family."""
 
     AUTH = "auth"  # the key or the caller's address is refused
-    FUNDS = "funds"  # no balance, no free thread, no capacity
+    FUNDS = "funds"  # no balance, no free thread, too many submits
+    CAPACITY = "capacity"  # the service has no slot (no worker) for the task type now: nothing wrong with the key
     BAD_INPUT = "bad_input"  # the request itself is wrong
     UNSOLVABLE = "unsolvable"  # the task settled without an answer
     PENDING = "pending"  # not an error: poll again
@@ -60,8 +61,8 @@ _TABLE: tuple[Code, ...] = (
           Family.AUTH, Advice.STOP),
     _code("ERROR_ZERO_BALANCE", "Not enough balance, or every thread of the account is busy.", _IN,
           Family.FUNDS, Advice.WAIT_THREADS),
-    _code("ERROR_NO_SLOT_AVAILABLE", "The service is at capacity for this task type; retry after 5 s.",
-          _IN, Family.FUNDS, Advice.RETRY_LATER),
+    _code("ERROR_NO_SLOT_AVAILABLE", "The service is at capacity for this task type, or no worker serves it; "
+          "retry after 5 s.", _IN, Family.CAPACITY, Advice.RETRY_LATER),
     _code("ERROR_PAGEURL", "The pageurl parameter is missing.", _IN, Family.BAD_INPUT, Advice.STOP),
     _code("ERROR_GOOGLEKEY", "The sitekey (googlekey) parameter is missing or blank.", _IN,
           Family.BAD_INPUT, Advice.STOP),

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -27,27 +28,43 @@ from capgate.server.params import (
     BadUpload,
     BodyTooLarge,
     RequestParams,
+    params_in_head,
     parse_body,
     parse_query,
     read_body,
 )
 from capgate.server.pingback import PingbackSender
+from capgate.server.security import SecurityHeaders, forwarded_client, page_policy
 from capgate.server.service import Service
 from capgate.server.workers import WorkerApi
-from capgate.settings import Settings
+from capgate.settings import Settings, parse_networks
 from capgate.store.base import Store
 from capgate.store.factory import open_store
 from capgate.workers.sandbox import SandboxWorker
 
 log = logging.getLogger("capgate.server")
 SWEEP_EVERY_S = 1.0
+PEEK_S = 0.5  # how long a body declared over the limit is waited for, to read its first fields
 HUMAN_PAGE = Path(__file__).parent / "static" / "human.html"
 
 Handler = Callable[[str, RequestParams], Awaitable[wire.Reply]]
 Extension = Callable[[Service], AsyncIterator[None]]
 
 
+async def _peek(receive: Receive) -> bytes:
+    """What of a body declared over the limit has arrived already (one message, waited for briefly): the
+    first fields, where the official clients put ``json=1``, without reading the rest."""
+    try:
+        message = await asyncio.wait_for(receive(), PEEK_S)
+    except TimeoutError:
+        return b""
+    return bytes(message.get("body", b"")) if message["type"] == "http.request" else b""
+
+
 async def _receive_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(await _peek(receive))
+
     async def chunks() -> AsyncIterator[bytes]:
         while True:
             message = await receive()
@@ -89,7 +106,13 @@ def _protocol_endpoint(service: Service, name: str, too_big: str) -> ASGIApp:
                 json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
             client = scope.get("client")
             reply = await handler(client[0] if client else "unknown", params)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
+            # Answered in the mode asked for, in the query or in what was read of the body (body wins).
+            seen = params_in_head(_header(scope, b"content-type"), exc.head)
+            if "json" in seen:
+                json_mode = seen["json"].strip() == "1"
+            if "header_acao" in seen:
+                cors = seen["header_acao"].strip().lower() in ("1", "true")
             reply = wire.code(too_big)
         except BadUpload:
             reply = wire.code(C.UPLOAD)
@@ -122,8 +145,11 @@ class ProtocolApp:
             "/in.php": _protocol_endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE),
             "/solve.php": _protocol_endpoint(service, "solve", C.TOO_BIG_CAPTCHA_FILESIZE),
         }
+        self._trusted_proxies = parse_networks(service.settings.trusted_proxies, "trusted_proxies")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._trusted_proxies and scope["type"] == "http":
+            forwarded_client(scope, self._trusted_proxies)  # X-Forwarded-For from these proxies only
         if scope["type"] == "http" and scope["method"] in ("GET", "POST"):
             endpoint = self._endpoints.get(scope["path"])
             if endpoint is not None:
@@ -173,13 +199,14 @@ def create_app(settings: Settings, store: Store | None = None,
         return PlainTextResponse("OK")
 
     async def human(request: Request) -> Response:
-        return HTMLResponse(HUMAN_PAGE.read_bytes(), headers={"Cache-Control": "no-store"})
+        page = HUMAN_PAGE.read_bytes()
+        return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy": page_policy(page)})
 
     routes = [
         Route("/healthz", health),
         Route("/human", human),
         *WorkerApi(service.dispatcher).routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
     app.state.service = service
     return ProtocolApp(service, app)

@@ -121,7 +121,9 @@ class Dispatcher:
                     return Claimed(task, lease, now + lease_s, await self.store.blobs(task.id),
                                    dict(account.settings) if account else {})
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            # A worker waiting over HTTP (``gone``) is sent away when the server stops, rather than
+            # cut; one in this process goes on sleeping until it is cancelled.
+            if remaining <= 0 or (self.hub.stopping and gone is not None):
                 return None
             await self.hub.wait_queued(min(CLAIM_RECHECK_S, remaining))
             waited = True

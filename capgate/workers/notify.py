@@ -1,7 +1,8 @@
 """Waking long-polls when a task settles.
 
 A task settled in this process wakes its waiters at once; one settled by another process sharing
-the database is seen on the next re-check, a fraction of a second later.
+the database is seen on the next re-check, a fraction of a second later. A server that stops releases
+every long-poll at once (:meth:`SettleHub.stop`): each answers what it has, and no request is cut.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ class SettleHub:
         self._waiters: dict[int, set[asyncio.Event]] = {}
         self._queue_waiters: set[asyncio.Event] = set()
         self.on_settle: list[Callable[[int], None]] = []  # e.g. the pingback sender's wake-up
+        self.stopping = False
+
+    def stop(self) -> None:
+        """The server is stopping: every long-poll (:meth:`wait`) returns now, and later ones at once;
+        claims waiting for a task wake once (the dispatcher sends a worker waiting over HTTP away)."""
+        self.stopping = True
+        for event in self._queue_waiters:
+            event.set()
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
 
     def queued(self) -> None:
         """A task was submitted here: wake workers long-polling for one."""
@@ -53,7 +65,7 @@ class SettleHub:
         try:
             while not await done():
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self.stopping:
                     return
                 await wait_event(event, min(RECHECK_S, remaining))
                 event.clear()

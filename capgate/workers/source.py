@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from capgate.protocol import wire
 from capgate.protocol.answers import Answer
 from capgate.protocol.methods import BY_NAME
 from capgate.workers.dispatch import Claimed, Dispatcher
@@ -86,7 +87,7 @@ class RemoteSource:
     """The worker API (docs/worker-api.md) over HTTP."""
 
     def __init__(self, server: str, token: str, lease_s: float = 30.0, verify: bool | str = True) -> None:
-        self.http = httpx.AsyncClient(base_url=server.rstrip("/") + "/worker/v1", verify=verify,
+        self.http = httpx.AsyncClient(base_url=wire.base_url(server) + "/worker/v1", verify=verify,
                                       headers={"Authorization": f"Bearer {token}"},
                                       timeout=httpx.Timeout(10.0, read=60.0))
         self.lease_s = lease_s
