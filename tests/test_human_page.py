@@ -14,17 +14,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.browserkit import chromium, new_page, skip_without_browser
 from tests.serverproc import ServerProcess, start_server
 from tests.workerkit import worker_token
 
-try:
-    from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    pytest.skip("playwright is not installed (pip install -e '.[dev]')", allow_module_level=True)
-
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():  # pragma: no cover
-    pytest.skip("Debian's chromium is not installed (make browser)", allow_module_level=True)
+skip_without_browser()
+from playwright.sync_api import Browser, Dialog, Page, expect  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -45,22 +40,14 @@ def human_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture()
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    opened = context.new_page()
-    opened.set_default_timeout(15_000)
-    yield opened
-    context.close()
+    with new_page(browser) as opened:
+        yield opened
 
 
 def submit(http: httpx.Client, key: str, **params: str) -> str:

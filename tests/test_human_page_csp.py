@@ -5,21 +5,15 @@ run, nothing is reported as a violation, and no other page may frame it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.browserkit import chromium, new_page, skip_without_browser
 from tests.serverproc import ServerProcess, start_server
 from tests.workerkit import worker_token
 
-try:
-    from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    pytest.skip("playwright is not installed (pip install -e '.[dev]')", allow_module_level=True)
-
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():  # pragma: no cover
-    pytest.skip("Debian's chromium is not installed (make browser)", allow_module_level=True)
+skip_without_browser()
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -38,23 +32,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture()
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    opened = context.new_page()
-    opened.set_default_timeout(15_000)
-    opened.add_init_script(WATCH)
-    yield opened
-    context.close()
+    with new_page(browser, WATCH) as opened:
+        yield opened
 
 
 def test_the_page_runs_under_its_policy(server: ServerProcess, page: Page) -> None:

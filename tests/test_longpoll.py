@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from capgate.keys import hash_secret
 from tests.appkit import AppHost, app_host
 from tests.storekit import sqlite_backend
 from tests.workerkit import PAGEURL, Task, act, claim_id, drain, get, res, submit, turnstile
@@ -192,3 +194,18 @@ async def test_wait_is_capped(capped: tuple[AppHost, str]) -> None:
         replies = await asyncio.gather(*(get(client, key, task_id, wait=wait) for wait in ("3600", "1e9", "inf")),
                                        batch())
         assert replies == ["CAPCHA_NOT_READY"] * 4
+
+
+async def test_a_long_poll_answers_from_what_it_read_not_from_an_earlier_poll(
+        poll_app: AppHost, client: httpx.AsyncClient, accounts: Accounts) -> None:
+    """The store commits a settle a moment before this process hears of it; a long-poll that sees
+    the settle must answer it, not the pending outcome an earlier poll left in the memo."""
+    task = await pending_task(client, accounts)
+    task_id = str(task["id"])
+    assert await get(client, accounts.key, task_id) == "CAPCHA_NOT_READY"  # remembered for 0.1 s
+    bot = await poll_app.arun(poll_app.store.worker_by_token_hash(hash_secret(accounts.bot)))
+    assert bot is not None
+    # Settled behind the service's back: the store has it, the process has not been told.
+    assert await poll_app.arun(poll_app.store.complete(int(task_id), str(task["lease"]), {"request": "behind"},
+                                                       None, time.time(), worker_id=bot.id))
+    assert await get(client, accounts.key, task_id, wait=5) == "OK|behind"

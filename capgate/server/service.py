@@ -253,26 +253,30 @@ class Service:
             raise Rejected(C.BAD_PARAMETERS)
         return min(wait, self.settings.max_wait)
 
-    async def _wait_for(self, account: Account, ids: list[int], request: RequestParams) -> None:
-        """``wait=N``: hold the poll until every task asked for settles, at most N seconds."""
+    async def _wait_for(self, account: Account, ids: list[int], request: RequestParams,
+                        ) -> dict[int, TaskOutcome] | None:
+        """``wait=N``: hold the poll until every task asked for settles, at most N seconds. The
+        outcomes it read last (``None`` without a wait): the poll answers from those, since a memo
+        of the same task from before the wait may not have been dropped yet (the store commits a
+        settle a moment before this process hears of it)."""
         wait = self._wait_seconds(request)
         if wait <= 0:
-            return
+            return None
+        seen: dict[int, TaskOutcome] = {}
 
         async def settled() -> bool:
-            tasks = await self.store.outcomes(account.id, ids)
+            seen.clear()
+            seen.update(await self.store.outcomes(account.id, ids))
             now = time.time()
-            return all(self._slot(tasks.get(i), now)[0] is not TaskState.PENDING for i in ids)
+            return all(self._slot(seen.get(i), now)[0] is not TaskState.PENDING for i in ids)
 
         await self.hub.wait(ids, wait, settled)
+        return seen
 
     async def _get(self, account: Account, request: RequestParams, now: float) -> Reply:
         if request.get("ids").strip():
             return await self._get_many(account, request)
-        task_id = _task_id(request.get("id"))
-        await self._wait_for(account, [task_id], request)
-        now = time.time()
-        return self._reply_for(await self._outcome(account.id, task_id, now), now)
+        return self._reply_for(*await self._polled(account, request))
 
     async def _get_many(self, account: Account, request: RequestParams) -> Reply:
         ids = [_task_id(part) for part in request.get("ids").split(",") if part.strip()]
@@ -301,10 +305,14 @@ class Service:
         await self.hub.wait(ids, wait, any_settled)
 
     async def _get2(self, account: Account, request: RequestParams, now: float) -> Reply:
+        return self._reply_for(*await self._polled(account, request), price=True)
+
+    async def _polled(self, account: Account, request: RequestParams) -> tuple[TaskOutcome | None, float]:
+        """The task ``id`` names, after its ``wait=N`` if any, and the time it was read at."""
         task_id = _task_id(request.get("id"))
-        await self._wait_for(account, [task_id], request)
+        waited = await self._wait_for(account, [task_id], request)
         now = time.time()
-        return self._reply_for(await self._outcome(account.id, task_id, now), now, price=True)
+        return (waited.get(task_id) if waited is not None else await self._outcome(account.id, task_id, now)), now
 
     async def _balance(self, account: Account, request: RequestParams, now: float) -> Reply:
         fresh = await self.store.get_account(account.id)  # the memoised account's balance may be old
