@@ -901,3 +901,15 @@ async def test_reportbad_refunds_within_the_budget_and_retention(store: Store) -
     kept = ReportPolicy(window_s=900.0, refund_bad=True, retention_s=60.0)
     assert await store.report(acc.id, third, False, T0 + 62, kept) == C.REPORT_NOT_RECORDED  # result gone
     assert await store.report(acc.id, third, True, T0 + 30, kept) is None
+
+
+async def test_pingback_hosts_stop_at_the_limit_even_when_added_at_once(backend: Backend) -> None:
+    stores = await backend.open_many(3)
+    acc = await account(stores[0])
+    hosts = [f"h{i}.example.com" for i in range(12)]
+    held = await asyncio.gather(*(stores[i % 3].add_pingback_host(acc.id, host, 5) for i, host in enumerate(hosts)))
+    assert sum(result is None for result in held) == 5
+    assert all(result == 5 for result in held if result is not None)
+    assert len(await stores[1].pingback_hosts(acc.id)) == 5
+    kept = (await stores[2].pingback_hosts(acc.id))[0]
+    assert await stores[0].add_pingback_host(acc.id, kept, 5) is None  # one already there is fine

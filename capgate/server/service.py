@@ -349,12 +349,13 @@ class Service:
             why = f"{addr[:100]!r} is not an http(s) URL or a host"
         else:
             refused = refused_host(host, self._pingback_fence)
-            hosts = await self.store.pingback_hosts(account.id) if refused is None else []
             limit = self.settings.pingback_hosts_max
-            if refused is None and (host in hosts or len(hosts) < limit):
-                await self.store.add_pingback_host(account.id, host)
-                return wire.bare("OK")
-            why = refused or f"the account has {len(hosts)} pingback hosts, the most allowed ({limit})"
+            if refused is None:
+                held = await self.store.add_pingback_host(account.id, host, limit)
+                if held is None:
+                    return wire.bare("OK")
+                refused = f"the account has {held} pingback hosts, the most allowed ({limit})"
+            why = refused
         log.info("add_pingback refused for account %s: %s", account.id, why)
         # The plain answer is the protocol's code alone; json mode's error_text says why.
         return Reply(0, C.IP_ADDRES, {"request": C.IP_ADDRES, "error_text": f"{CODES[C.IP_ADDRES].meaning} {why}"})

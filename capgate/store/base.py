@@ -217,8 +217,10 @@ class Store(abc.ABC):
     async def pingback_hosts(self, account_id: int) -> list[str]:
         return [r["host"] for r in await self._read(scripts.pingback_hosts(account_id))]
 
-    async def add_pingback_host(self, account_id: int, host: str) -> None:
-        await self._transact(scripts.add_pingback_host, account_id, host)
+    async def add_pingback_host(self, account_id: int, host: str, limit: int = 2**31) -> int | None:
+        """Register ``host`` unless the account has ``limit`` hosts already: ``None`` when
+        registered (or it was), else how many it has."""
+        return await self._transact(scripts.add_pingback_host, account_id, host, limit)
 
     async def del_pingback_host(self, account_id: int, host: str | None) -> None:
         await self._transact(scripts.del_pingback_host, account_id, host)

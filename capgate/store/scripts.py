@@ -427,10 +427,18 @@ def pingback_hosts(account_id: int) -> Stmt:
     return rows("SELECT host FROM pingback_hosts WHERE account_id = ? ORDER BY host", account_id)
 
 
-def add_pingback_host(account_id: int, host: str) -> Script[None]:
+def add_pingback_host(account_id: int, host: str, limit: int) -> Script[int | None]:
+    """``None`` when ``host`` is registered (now or already), else how many the account has: the
+    count and the insert under the account's row lock, so concurrent adds cannot pass ``limit``."""
     if _NUL in host:
         raise ValueError("a host name cannot hold NUL")
+    yield one("SELECT id FROM accounts WHERE id = ?{lock}", account_id)
+    row = yield one("SELECT COUNT(*) AS n, COALESCE(MAX(CASE WHEN host = ? THEN 1 ELSE 0 END), 0) AS known"
+                    " FROM pingback_hosts WHERE account_id = ?", host, account_id)
+    if not row["known"] and int(row["n"]) >= limit:
+        return int(row["n"])
     yield run("INSERT INTO pingback_hosts (account_id, host) VALUES (?, ?) ON CONFLICT DO NOTHING", account_id, host)
+    return None
 
 
 def del_pingback_host(account_id: int, host: str | None) -> Script[None]:
