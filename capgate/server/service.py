@@ -10,7 +10,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 from capgate.keys import hash_secret, well_formed
@@ -254,11 +254,12 @@ class Service:
         return min(wait, self.settings.max_wait)
 
     async def _wait_for(self, account: Account, ids: list[int], request: RequestParams,
-                        ) -> dict[int, TaskOutcome] | None:
-        """``wait=N``: hold the poll until every task asked for settles, at most N seconds. The
-        outcomes it read last (``None`` without a wait): the poll answers from those, since a memo
-        of the same task from before the wait may not have been dropped yet (the store commits a
-        settle a moment before this process hears of it)."""
+                        enough: Callable[[Iterable[bool]], bool] = all) -> dict[int, TaskOutcome] | None:
+        """``wait=N``: hold the poll until the tasks asked for have settled (``all`` of them, or for a
+        batch ``any``: the caller then has work to do), at most N seconds. The outcomes it read last
+        (``None`` without a wait): the poll answers from those, since a memo of the same task from
+        before the wait may not have been dropped yet (the store commits a settle a moment before
+        this process hears of it)."""
         wait = self._wait_seconds(request)
         if wait <= 0:
             return None
@@ -268,7 +269,7 @@ class Service:
             seen.clear()
             seen.update(await self.store.outcomes(account.id, ids))
             now = time.time()
-            return all(self._slot(seen.get(i), now)[0] is not TaskState.PENDING for i in ids)
+            return enough(self._slot(seen.get(i), now)[0] is not TaskState.PENDING for i in ids)
 
         await self.hub.wait(ids, wait, settled)
         return seen
@@ -282,27 +283,14 @@ class Service:
         ids = [_task_id(part) for part in request.get("ids").split(",") if part.strip()]
         if not ids or len(ids) > MAX_BATCH_IDS:
             raise Rejected(C.BAD_PARAMETERS)
-        await self._wait_for_any(account, ids, request)
+        waited = await self._wait_for(account, ids, request, any)
         now = time.time()
-        tasks = await self.store.outcomes(account.id, ids)
+        tasks = waited if waited is not None else await self.store.outcomes(account.id, ids)
         slots = []
         for task_id in ids:
             reply = self._reply_for(tasks.get(task_id), now)
             slots.append(reply.plain[3:] if reply.status == 1 else reply.plain)
         return wire.batch(slots)
-
-    async def _wait_for_any(self, account: Account, ids: list[int], request: RequestParams) -> None:
-        """A batch long-poll returns as soon as *any* task settles: the caller has work to do."""
-        wait = self._wait_seconds(request)
-        if wait <= 0:
-            return
-
-        async def any_settled() -> bool:
-            tasks = await self.store.outcomes(account.id, ids)
-            now = time.time()
-            return any(self._slot(tasks.get(i), now)[0] is not TaskState.PENDING for i in ids)
-
-        await self.hub.wait(ids, wait, any_settled)
 
     async def _get2(self, account: Account, request: RequestParams, now: float) -> Reply:
         return self._reply_for(*await self._polled(account, request), price=True)

@@ -161,7 +161,7 @@ class WorkerApi:
                 raise ApiError(422, f"not accepted: {problem}")
         if not await self.dispatcher.answer(task_id, lease, kind, answer,
                                             float(confidence) if confidence is not None else None,
-                                            human=worker.human, worker_id=worker.id):
+                                            by_person=task if worker.human else None, worker_id=worker.id):
             raise ApiError(409, "not accepted: the lease is no longer yours or the task is settled")
         return JSONResponse({"ok": True})
 

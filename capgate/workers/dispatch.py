@@ -137,19 +137,20 @@ class Dispatcher:
         return None
 
     async def answer(self, task_id: int, lease: str, kind: AnswerKind, answer: Answer,
-                     confidence: float | None, human: bool = False, worker_id: int | None = None) -> bool:
+                     confidence: float | None, by_person: Task | None = None, worker_id: int | None = None,
+                     ) -> bool:
         """Settle as solved (and charge). ``False`` if the lease is no longer this worker's: a task is
-        never answered twice. A person's answer is kept as a label where the account opted in.
+        never answered twice. A person's answer (``by_person``: the leased task as the caller read
+        it) is kept as a label where the account opted in.
 
         ``kind`` is the task's answer kind (its method's), which the stored fields follow: a poll
         sends them as they are (``wire.solved``), so they must be what res.php sends for that kind."""
-        task = await self.store.leased_task(task_id, lease) if human else None
         stored = answers.encode_json(answer, kind)
         done = await self.store.complete(task_id, lease, stored, confidence, time.time(), worker_id)
         if done:
             self._settled(task_id)
-            if task is not None:
-                await keep_task_label(self.store, self.settings, dataclasses.replace(task, answer=stored))
+            if by_person is not None:
+                await keep_task_label(self.store, self.settings, dataclasses.replace(by_person, answer=stored))
         return done
 
     async def fail(self, task_id: int, lease: str, error: str | None, to_human: bool = False,
