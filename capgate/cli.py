@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from capgate.cliargs import CliError, add_db_option, whole_number
 from capgate.keys import KEY_LENGTH, PREFIX_LENGTH, TOKEN_PREFIX, hash_secret, new_key
@@ -86,20 +86,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from capgate.server import running
-    from capgate.server.app import create_app
-    from capgate.server.builtin import builtin_extensions
 
-    settings = settings_from(args)
-    app = create_app(settings, extensions=builtin_extensions(settings))
-    ssl: dict[str, Any] = {}
-    if settings.ssl_certfile:
-        ssl = {"ssl_certfile": settings.ssl_certfile, "ssl_keyfile": settings.ssl_keyfile or None}
-    # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from 127.0.0.1 (or its
-    # FORWARDED_ALLOW_IPS); the app reads it itself, from the trusted_proxies setting only.
-    # Ctrl-C or SIGTERM: one line, and the OCR pool's processes end with it (server/running.py).
-    running.run(app, on_stop=app.service.hub.stop, host=settings.host, port=settings.port,
-                log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=max(settings.shutdown_grace, 0), proxy_headers=False, **ssl)
+    # Granian serves (capgate/server/running.py); X-Forwarded-For is read by the app itself, from the
+    # trusted_proxies setting only. Ctrl-C or SIGTERM: one line, and every process ends with it.
+    running.run(settings_from(args), log_level=args.log_level)
     return 0
 
 
@@ -375,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: none; the header is ignored)")
     serve.add_argument("--ban-exempt", dest="ban_exempt", default=None, metavar="NETWORKS",
                        help="addresses never banned for wrong keys (default: 127.0.0.0/8,::1; '' for none)")
+    serve.add_argument("--processes", type=whole_number(1, 256), default=None, metavar="N",
+                       help="worker processes serving the port (default 1; see docs/deploy.md)")
     serve.add_argument("--log-level", dest="log_level", default=os.environ.get("CAPGATE_LOG_LEVEL", "info"),
                        help="critical, error, warning, info (the default, or $CAPGATE_LOG_LEVEL) or debug")
     serve.set_defaults(func=cmd_serve)

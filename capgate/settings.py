@@ -31,8 +31,24 @@ class Settings:
     # res.php long-poll may otherwise hold the stop for its whole wait (up to 30 s).
     shutdown_grace: int = 1
 
+    # The HTTP server (Granian; docs/security.md "The front door"). processes: worker processes serving
+    # the port, each running the app and its built-in workers.
+    processes: int = 1
+    event_loop: str = "auto"  # auto (uvloop when installed), asyncio or uvloop
+    backlog: int = 2048  # connections the kernel queues before they are accepted
+    max_connections: int = 4096  # requests served at once, per process; more wait in the backlog
+    header_limit: int = 64 * 1024  # bytes of request line and headers (refused above, 431)
+    header_timeout: float = 10.0  # seconds to send them: a slower head is dropped
+    body_timeout: float = 30.0  # seconds to send a whole body: a slower one is dropped, nothing of it used
+    per_address: int = 256  # requests one client address may have open at once (0: no limit)
+    # Bytes of request bodies being received at once, by one address and by all (capgate/server/admission.py).
+    address_body_memory: int = 64 * 1024 * 1024
+    body_memory: int = 512 * 1024 * 1024
+
     # Request and image limits (§0 "Image limits").
     body_limit: int = 8 * 1024 * 1024
+    res_body_limit: int = 64 * 1024  # res.php: its parameters are short
+    field_limit: int = 64 * 1024  # bytes of one text parameter (images and their like excepted)
     image_min_bytes: int = 100
     image_max_bytes: int = 1024 * 1024
     image_max_side: int = 1000

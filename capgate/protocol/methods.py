@@ -8,6 +8,7 @@ Facts: ``PROTOCOL.md`` §2–§3, §7.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ class Method:
     deadline: float = 300.0  # seconds before the server gives up: ERROR_CAPTCHA_UNSOLVABLE
     price: Decimal = Decimal(0)  # USD per solved task unless the operator sets another
     http_verb: str = "POST"  # what CaptchaAI's SDK uses; documentation only
+
+    @functools.cached_property
+    def known_params(self) -> frozenset[str]:
+        """The parameters this type has: a task stores these and nothing else."""
+        return frozenset((*self.required, *self.optional, *self.sets))
 
     def missing_code(self, param: str) -> str:
         return self.missing_codes.get(param, C.BAD_PARAMETERS)

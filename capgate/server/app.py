@@ -23,10 +23,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capgate.protocol import wire
 from capgate.protocol.codes import C
+from capgate.server.admission import Admission
 from capgate.server.params import (
     BadParameters,
     BadUpload,
     BodyTooLarge,
+    ClientGone,
     RequestParams,
     params_in_head,
     parse_body,
@@ -61,7 +63,11 @@ async def _peek(receive: Receive) -> bytes:
     return bytes(message.get("body", b"")) if message["type"] == "http.request" else b""
 
 
-async def _receive_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+class BodyTimeout(Exception):
+    """The body did not arrive whole within ``body_timeout``: dropped, nothing of it processed."""
+
+
+async def _receive_body(receive: Receive, declared: int | None, limit: int, timeout: float) -> bytes:
     if declared is not None and declared > limit:
         raise BodyTooLarge(await _peek(receive))
 
@@ -69,11 +75,18 @@ async def _receive_body(receive: Receive, declared: int | None, limit: int) -> b
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                raise ClientGone
             yield message.get("body", b"")
             if not message.get("more_body", False):
                 return
-    return await read_body(chunks(), declared, limit)
+    try:
+        async with asyncio.timeout(timeout):
+            body = await read_body(chunks(), declared, limit)
+    except TimeoutError:
+        raise BodyTimeout from None
+    if declared is not None and len(body) != declared:
+        raise ClientGone  # the server saw the connection end before the declared length
+    return body
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -83,29 +96,59 @@ def _header(scope: Scope, name: bytes) -> str:
     return ""
 
 
-def _protocol_endpoint(service: Service, name: str, too_big: str) -> ASGIApp:
+async def _respond(send: Send, status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", str(len(content)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def _refuse(send: Send, status: int, why: bytes) -> None:
+    """Not a protocol answer: the request was not read (a client over its caps, a body too slow), so
+    it gets an HTTP status that every client treats as "try again later", and the connection ends."""
+    await _respond(send, status, why, [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
+                                       (b"retry-after", b"1")])
+
+
+def _protocol_endpoint(service: Service, admission: Admission, name: str, too_big: str) -> ASGIApp:
     """in.php / res.php / solve.php as plain ASGI: the hot path of every client, kept free of
     per-request framework objects (it is most of what a poll costs beside the store read)."""
     handler: Handler = {"in": service.submit, "res": service.result, "solve": service.solve_now}[name]
-    limit = service.settings.body_limit
+    settings = service.settings
+    limit = settings.res_body_limit if name == "res" else settings.body_limit
+    body_timeout = settings.body_timeout
 
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         raw_query: bytes = scope.get("query_string", b"")
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
         # Read leniently first, so that even a query that fails to parse is answered in its mode.
         pieces = raw_query.split(b"&")
         json_mode, cors = b"json=1" in pieces, b"header_acao=1" in pieces
+        reserved = 0
         try:
             params = RequestParams(values=parse_query(raw_query))
             json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
             if scope["method"] == "POST":
-                declared = _header(scope, b"content-length")
-                body = await _receive_body(receive, int(declared) if declared.isdigit() else None, limit)
+                raw_length = _header(scope, b"content-length")
+                declared = int(raw_length) if raw_length.isdigit() else None
+                reserved = min(declared if declared is not None else limit, limit)
+                if not admission.reserve(address, reserved):
+                    reserved = 0
+                    await _refuse(send, 503, b"too many request bodies at once; retry\n")
+                    return
+                body = await _receive_body(receive, declared, limit, body_timeout)
                 from_body = parse_body(_header(scope, b"content-type"), body)
                 params.values.update(from_body.values)  # the body wins, as form posts expect
                 params.files.update(from_body.files)
                 json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
-            client = scope.get("client")
-            reply = await handler(client[0] if client else "unknown", params)
+            reply = await handler(address, params)
+        except ClientGone:
+            log.debug("%s.php: the client left before its body ended; nothing done", name)
+            return
+        except BodyTimeout:
+            log.debug("%s.php: the body took over %s s; dropped", name, body_timeout)
+            await _refuse(send, 408, b"request body too slow\n")
+            return
         except BodyTooLarge as exc:
             # Answered in the mode asked for, in the query or in what was read of the body (body wins).
             seen = params_in_head(_header(scope, b"content-type"), exc.head)
@@ -114,19 +157,22 @@ def _protocol_endpoint(service: Service, name: str, too_big: str) -> ASGIApp:
             if "header_acao" in seen:
                 cors = seen["header_acao"].strip().lower() in ("1", "true")
             reply = wire.code(too_big)
-        except BadUpload:
+        except BadUpload as exc:
+            log.debug("%s.php: upload refused: %s", name, exc)
             reply = wire.code(C.UPLOAD)
         except BadParameters:
             reply = wire.code(C.BAD_PARAMETERS)
         except Exception:
             log.exception("unexpected error in %s.php", name)
             reply = wire.code(C.SERVER_ERROR)
+        finally:
+            if reserved:
+                admission.release(address, reserved)
         content, media_type = reply.render(json_mode)
-        headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(content)).encode())]
+        headers = [(b"content-type", media_type.encode())]
         if cors:
             headers.append((b"access-control-allow-origin", b"*"))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        await _respond(send, 200, content, headers)
 
     return endpoint
 
@@ -140,22 +186,30 @@ class ProtocolApp:
         self.app = app
         self.state = app.state
         self.router = app.router
+        self.admission = admission = Admission(service.settings)
         self._endpoints: dict[str, ASGIApp] = {
-            "/res.php": _protocol_endpoint(service, "res", C.BAD_PARAMETERS),
-            "/in.php": _protocol_endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE),
-            "/solve.php": _protocol_endpoint(service, "solve", C.TOO_BIG_CAPTCHA_FILESIZE),
+            "/res.php": _protocol_endpoint(service, admission, "res", C.BAD_PARAMETERS),
+            "/in.php": _protocol_endpoint(service, admission, "in", C.TOO_BIG_CAPTCHA_FILESIZE),
+            "/solve.php": _protocol_endpoint(service, admission, "solve", C.TOO_BIG_CAPTCHA_FILESIZE),
         }
         self._trusted_proxies = parse_networks(service.settings.trusted_proxies, "trusted_proxies")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._trusted_proxies and scope["type"] == "http":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._trusted_proxies:
             forwarded_client(scope, self._trusted_proxies)  # X-Forwarded-For from these proxies only
-        if scope["type"] == "http" and scope["method"] in ("GET", "POST"):
-            endpoint = self._endpoints.get(scope["path"])
-            if endpoint is not None:
-                await endpoint(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        if not self.admission.enter(address):
+            await _refuse(send, 503, b"too many requests open from this address; retry\n")
+            return
+        try:
+            endpoint = self._endpoints.get(scope["path"]) if scope["method"] in ("GET", "POST") else None
+            await (endpoint or self.app)(scope, receive, send)
+        finally:
+            self.admission.leave(address)
 
 
 async def _sweeper(service: Service) -> None:
@@ -171,14 +225,18 @@ async def _sweeper(service: Service) -> None:
 
 
 def create_app(settings: Settings, store: Store | None = None,
-               extensions: tuple[Extension, ...] = ()) -> ProtocolApp:
+               extensions: tuple[Extension, ...] = (), release_on_signal: bool = False) -> ProtocolApp:
     """The ASGI app. ``extensions`` are async context managers run for the app's life (workers
-    that live in the server process, such as the OCR worker)."""
+    that live in the server process, such as the OCR worker). ``release_on_signal``: long-polls are
+    answered as soon as the process gets SIGINT or SIGTERM (``capgate serve``)."""
     service = Service(settings, store or open_store(settings.db))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.store.open()
+        if release_on_signal:
+            from capgate.server.running import release_on_signal as release
+            release(service.hub.stop)
         service.sandbox = SandboxWorker(service.store, service.hub.settled)
         pingbacks = PingbackSender(service.settings, service.store)
         service.hub.on_settle.append(pingbacks.wake)

@@ -1,68 +1,157 @@
-"""``capgate serve``'s uvicorn: one line when a signal stops it, and none of uvicorn's shutdown chatter.
+"""``capgate serve``'s HTTP server: Granian, with capgate's limits, one line when a signal stops it.
 
-A stop is quick (the pool processes are ended within about a second, open requests are cut
-``shutdown_grace`` seconds in), and what it prints is one line, ``capgate serve: stopping (Ctrl-C)``,
-whatever ``--log-level`` says.
+Granian was chosen by measurement (BENCHMARKS.md, "The front door"): on capgate's own app it serves
+pending polls at about twice uvicorn's rate, and its HTTP parsing (Rust, hyper) holds the limits that
+uvicorn did not: a header that keeps growing is refused at ``header_limit``, one sent too slowly is
+dropped after ``header_timeout``. What arrives after the head is the app's to bound
+(``capgate/server/app.py``: body limits, the body read timeout, the per-address cap).
+
+Granian runs the app in worker processes (``processes``), each with its own event loop, store
+connections and lifespan; the main process only supervises them. On SIGINT or SIGTERM the main
+process prints the one line of :func:`capgate.waiting.stop_notice`, and each worker releases its
+long-polls at once (:func:`release_on_signal`), so that no request holds the stop for its whole wait.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
-import socket
+import resource
+import signal
 from collections.abc import Callable
-from types import FrameType
+from pathlib import Path
 from typing import Any
 
-import uvicorn
-from uvicorn.config import STARTUP_FAILURE
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server import MPServer
 
+from capgate.settings import Settings
 from capgate.waiting import stop_notice
 
-# uvicorn's messages between a signal and the process's end; the notice says it all.
-SHUTDOWN_MESSAGES = frozenset({
-    "Shutting down",
-    "Waiting for connections to close. (CTRL+C to force quit)",
-    "Waiting for background tasks to complete. (CTRL+C to force quit)",
-    "Cancel %s running task(s), timeout graceful shutdown exceeded",
-    "Waiting for application shutdown.",
-    "Application shutdown complete.",
-    "Finished server process [%d]",
-})
+# Granian's own messages around a start and a stop: capgate prints its own line instead.
+QUIET = ("Starting granian", "Listening at", "Spawning worker", "Started worker", "Shutting down granian",
+         "Stopping worker", "Stopped worker", "Granian shutdown completed")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class _QuietShutdown(logging.Filter):
+class _Quiet(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg not in SHUTDOWN_MESSAGES
+        return not str(record.msg).startswith(QUIET)
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None] | None) -> None:
-        super().__init__(config)
-        self._on_stop = on_stop
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self._on_stop is not None:
-            # Long-polls answer now, so uvicorn's grace is not spent waiting for them, and none is
-            # cancelled with a traceback once it runs out.
-            self._on_stop()
-        await super().shutdown(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.should_exit:
-            stop_notice("capgate serve", sig)
-        super().handle_exit(sig, frame)
-        # uvicorn raises the signal again once it has stopped, to die of it: a SIGTERM would then end
-        # the process before its exit handlers, and multiprocessing's resource tracker would warn of
-        # the pool's leaked semaphores. The stop is complete; the process ends normally instead.
-        self._captured_signals.clear()
+class _Server(MPServer):
+    def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+        if not self.interrupt_signal:
+            signum = args[0] if args and isinstance(args[0], int) else signal.SIGTERM
+            stop_notice("capgate serve", signum)
+        super().signal_handler_interrupt(*args, **kwargs)  # type: ignore[no-untyped-call]
 
 
-def run(app: Any, on_stop: Callable[[], None] | None = None, **options: Any) -> None:
-    """``uvicorn.run(app, **options)`` for one process, with :class:`_Server`'s stop; ``on_stop`` is
-    called as the stop begins, on the event loop."""
-    config = uvicorn.Config(app, **options)  # sets up uvicorn's loggers
-    logging.getLogger("uvicorn.error").addFilter(_QuietShutdown())
-    server = _Server(config, on_stop)
-    server.run()
-    if not server.started:
-        raise SystemExit(STARTUP_FAILURE)  # a port in use, a failed lifespan: as uvicorn.run
+def raise_open_files_limit() -> tuple[int, int]:
+    """The soft open-file limit raised to the hard one: each connection is a descriptor, and at the
+    usual soft limit of 1024 a thousand idle connections would keep everyone else out. Returns the
+    (soft, hard) limits now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+_ON_SIGNAL: list[Callable[[], None]] = []
+
+
+def release_on_signal(on_stop: Callable[[], None]) -> None:
+    """Call ``on_stop`` as soon as SIGINT or SIGTERM reaches this worker process, before Granian begins
+    its stop (which stops accepting and then waits for open requests to end)."""
+    _ON_SIGNAL.append(on_stop)
+
+
+def _hook_worker_signals() -> None:
+    """Granian's worker installs its signal handlers with ``granian._signals.set_loop_signals`` right
+    after loading the app: wrapped here, so that a signal runs :data:`_ON_SIGNAL` first. (Its handler
+    cannot be chained afterwards: uvloop keeps the loop's handlers out of Python's reach.)"""
+    import granian._signals as signals
+
+    original = signals.set_loop_signals
+    if getattr(original, "capgate", False):
+        return
+
+    def set_loop_signals(loop: asyncio.AbstractEventLoop) -> Any:
+        event = original(loop)  # type: ignore[no-untyped-call]
+
+        def handler() -> None:
+            for callback in list(_ON_SIGNAL):
+                callback()
+            event.set()
+
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, handler)
+        return event
+
+    set_loop_signals.capgate = True  # type: ignore[attr-defined]
+    signals.set_loop_signals = set_loop_signals
+
+
+def _load(settings: Settings, *_: Any) -> Any:
+    """The app, built in each worker process (Granian calls this there). Worker processes, not threads:
+    capgate's app is CPU-bound Python, which threads under one GIL would not spread over cores."""
+    _hook_worker_signals()
+    from capgate.server.app import create_app
+    from capgate.server.builtin import builtin_extensions
+
+    return create_app(settings, extensions=builtin_extensions(settings), release_on_signal=True)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """Granian's and capgate's loggers, to stderr, set up alike in the main process and in each worker
+    (Granian applies this in both)."""
+    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain",
+               "filters": ["quiet"]}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"quiet": {"()": _Quiet}},
+        "formatters": {"plain": {"format": "%(levelname)s: %(message)s"}},
+        "handlers": {"console": handler},
+        "loggers": {
+            "_granian": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "capgate": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+        },
+    }
+
+
+def run(settings: Settings, log_level: str = "info") -> None:
+    """Serve ``settings`` until a signal stops it. Raises SystemExit(1) when the server cannot start
+    (the port in use, a failed lifespan)."""
+    raise_open_files_limit()
+    level = log_level.lower()
+    if level not in ("critical", "error", "warning", "info", "debug"):
+        level = "info"
+    server = _Server(
+        "capgate.server.app:create_app",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=max(settings.processes, 1),
+        loop=Loops(settings.event_loop),
+        http=HTTPModes.http1,
+        websockets=False,
+        backlog=settings.backlog,
+        backpressure=settings.max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000),
+                                     max_buffer_size=settings.header_limit, keep_alive=True),
+        log_level=LogLevels(level),
+        log_dictconfig=_log_config(level),
+        log_access=False,
+        ssl_cert=Path(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_key=Path(settings.ssl_keyfile or settings.ssl_certfile) if settings.ssl_certfile else None,
+        # A stop cuts what is still running this long after the signal (long-polls answer at once).
+        workers_kill_timeout=max(settings.shutdown_grace, 1) + 1,
+    )
+    server.serve(target_loader=functools.partial(_load, settings), wrap_loader=False)

@@ -89,15 +89,24 @@ def build_task(request: RequestParams, settings: Settings, sandbox: bool,
             raise Rejected(method.missing_code(name))
     if method.malformed_site_key(canonical):
         raise Rejected(C.WRONG_GOOGLEKEY)
-    params = {name: value for name, value in canonical.items()
-              if name not in TRANSPORT_PARAMS and name not in method.image_params}
-    if any(len(value) > MAX_PARAM_LENGTH for value in params.values()):
+    # Only what the method's row knows is stored and handed to workers: anything else a client sends
+    # would cost every worker that reads the task, and a store row per submit.
+    # The duplicate check still sees everything sent: two requests that differ only in a parameter
+    # the type does not use are two tasks, as a client that adds a nonce expects.
+    sent = {name: value for name, value in canonical.items()
+            if name not in TRANSPORT_PARAMS and name not in method.image_params}
+    if any(len(value) > MAX_PARAM_LENGTH for value in sent.values()):
         raise Rejected(C.BAD_PARAMETERS)
+    known = method.known_params
+    # A sandbox task keeps the parameters that carry its directives (``sandbox-…`` anywhere): the
+    # sandbox worker, its only reader, reads them there.
+    params = {name: value for name, value in sent.items()
+              if name in known or (sandbox and "sandbox-" in value)}
     if method.category is Category.IMAGE:
         _check_image_options(params)
     deadline = settings.image_deadline if method.deadline <= 90 else settings.token_deadline
     return NewTask(
-        method=method.name, params=params, blobs=blobs, fingerprint=_fingerprint(method, params, blobs),
+        method=method.name, params=params, blobs=blobs, fingerprint=_fingerprint(method, sent, blobs),
         price=settings.price_micros(method.name), deadline_s=deadline,
         pool=Pool.SANDBOX if sandbox else Pool.MAIN, not_before=not_before,
         pingback=canonical.get("pingback") or None,

@@ -11,6 +11,7 @@ The token is read from the store on every call, never cached: a token disabled o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive
 
 from capgate.keys import TOKEN_PREFIX, hash_secret
 from capgate.protocol.answers import TextAnswer
@@ -121,8 +123,12 @@ class WorkerApi:
             await self.dispatcher.store.worker_seen(worker.id, served, now)
         # A worker that hung up while it waited (stopped, crashed) must not be leased a task that
         # no one would then work on until the lease ran out.
-        claimed = await self.dispatcher.claim(pools_for(worker), methods, wait, lease_s,
-                                              gone=request.is_disconnected, worker_id=worker.id)
+        hangup = Hangup(request.receive)
+        try:
+            claimed = await self.dispatcher.claim(pools_for(worker), methods, wait, lease_s,
+                                                  gone=hangup.seen, worker_id=worker.id)
+        finally:
+            hangup.close()
         return JSONResponse({"task": task_json(claimed) if claimed else None})
 
     async def heartbeat(self, request: Request) -> Response:
@@ -211,8 +217,31 @@ def _lease(body: dict[str, Any]) -> str:
     return lease
 
 
+class Hangup:
+    """Whether the client has hung up, once its body is read. Watched by a task that waits on the
+    ASGI ``receive`` for ``http.disconnect``: Starlette's ``is_disconnected`` asks with a zero timeout,
+    which Granian's ``receive`` (a future that always suspends) can never answer in."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.gone = False
+        self._watch = asyncio.create_task(self._wait())
+
+    async def seen(self) -> bool:
+        await asyncio.sleep(0)  # a hang-up already known is seen now
+        return self.gone
+
+    async def _wait(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+
+    def close(self) -> None:
+        self._watch.cancel()
+
+
 def _task_id(request: Request) -> int:
     raw = str(request.path_params.get("task_id", ""))
-    if not raw.isdigit():
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:  # ids fit a signed 64-bit integer
         raise ApiError(400, "task id must be a number")
     return int(raw)
