@@ -14,6 +14,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from capgate.protocol.answers import (
     CoordinatesAnswer,
 )
 from capgate.protocol.codes import C
-from capgate.protocol.methods import BY_NAME, Method, resolve
+from capgate.protocol.methods import BY_NAME, METHODS, Category, Method, resolve
 from capgate.workers.dispatch import AnswerRejected, answer_from_fields
 from tests.appkit import AppHost, app_host
 from tests.fixtures import MODES, Mode, dumps, expect, expect_error, png
@@ -290,6 +291,29 @@ async def test_another_types_token_may_not_claim_it(host: AppHost, keys: dict[st
     async with host.aclient() as http:
         reply = await call(http, token, "claim", {"methods": ["coordinates"]})
         assert reply.status_code == 403
+
+
+# ------------------------------------------------------------------------------------------ human page
+
+HUMAN_PAGE = Path(__file__).resolve().parents[1] / "capgate" / "server" / "static" / "human.html"
+
+
+def page_methods() -> set[str]:
+    """The methods the page claims (its ``modes`` table)."""
+    table = re.search(r"const modes = \{(.*?)\};", HUMAN_PAGE.read_text(encoding="utf-8"), re.DOTALL)
+    assert table is not None
+    return set(re.findall(r"(\w+): \"\w+\"", table.group(1)))
+
+
+def test_the_page_claims_every_type_a_person_can_do_there() -> None:
+    """Every row whose task is one image, a question or a recording, answered by text, cells,
+    points or an angle: everything but the third-party challenges (and BLS's nine images)."""
+    doable = {row.name for row in METHODS
+              if row.category in (Category.IMAGE, Category.IMAGE_TASK)
+              and set(row.image_params) | set(row.media_params) <= {"body"}
+              and row.answer in (AnswerKind.TEXT, AnswerKind.CELLS, AnswerKind.COORDINATES, AnswerKind.ANGLE)}
+    assert page_methods() == doable == {"normal", "grid", "coordinates", "rotate", "text", "audio"}
+    assert all(name in BY_NAME for name in page_methods())
 
 
 # ------------------------------------------------------------------------------------------ formats
