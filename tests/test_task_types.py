@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from capgate.paths import labelled_dir
 from capgate.protocol import answers
 from capgate.protocol.answers import (
     AngleAnswer,
@@ -31,7 +32,7 @@ from capgate.protocol.methods import BY_NAME, METHODS, Category, Method, resolve
 from capgate.workers.dispatch import AnswerRejected, answer_from_fields
 from tests.appkit import AppHost, app_host
 from tests.fixtures import MODES, Mode, dumps, expect, expect_error, png
-from tests.storekit import backend_of
+from tests.storekit import backend_of, sqlite_backend
 from tests.workerkit import act, call, claim, claim_id, get, png_b64, submit
 
 ISSUE_15 = ("text", "coordinates", "rotate", "audio", "keycaptcha", "capy", "amazon_waf", "mtcaptcha", "datadome",
@@ -377,3 +378,27 @@ def test_worker_answers_become_typed_answers() -> None:
         == CoordinatesAnswer(((4, 5),))
     assert answer_from_fields(AnswerKind.ANGLE, {"angle": -40}) == AngleAnswer(-40)
 
+
+
+# ------------------------------------------------------------------------------------------ labels
+
+
+async def test_only_image_text_answers_become_ocr_labels(tmp_path: Path) -> None:
+    """A person's answer is kept as a training label where the account opted in, but only for an image
+    read as text: a recording's words or a question's answer label no image."""
+    with app_host(sqlite_backend(tmp_path)) as host:
+        key = host.make_key(sandbox=False, threads=50)
+        host.run(host.store.update_account(host.account_id(key), settings={"keep_labels": True}))
+        person = host.worker_token("alice", human=True)
+        host.register_worker(["normal", "audio", "text"])
+        async with host.aclient() as http:
+            for form, answer in ((wire_params(BY_NAME["audio"], "a"), "seven two"),
+                                 (wire_params(BY_NAME["text"], "t"), "Friday"),
+                                 ({"method": "base64", "body": png_b64()}, "x7k2p")):
+                task_id = await submit(http, key, **form)
+                task = await claim_id(http, person, task_id, None)
+                assert (await act(http, person, task, "answer", answer={"text": answer})).status_code == 200
+                assert await get(http, key, task_id) == f"OK|{answer}"
+    kept = labelled_dir(host.settings.db)
+    lines = [line for path in kept.rglob("labels.csv") for line in path.read_text().splitlines()]
+    assert len(lines) == 1 and lines[0].endswith(",x7k2p")
