@@ -58,11 +58,14 @@ def _images(method: Method, request: RequestParams, params: dict[str, str],
         blobs[name] = data
     for name in method.media_params:  # audio: size limits only, it is no image
         upload = request.files.get("file" if name == "body" else name)
-        try:
-            data = upload.data if upload is not None else decode_base64(params[name]) if params.get(name) else b""
-        except ImageRejected as exc:
-            raise Rejected(exc.code) from None
-        if not data and upload is None:
+        if upload is not None:
+            data = upload.data
+        elif params.get(name):
+            try:
+                data = decode_base64(params[name])
+            except ImageRejected as exc:
+                raise Rejected(exc.code) from None
+        else:
             continue
         if len(data) < limits.min_bytes:
             raise Rejected(C.ZERO_CAPTCHA_FILESIZE)
