@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from capgate.client import (
+    AngleAnswer,
     AsyncClient,
     AuthError,
     BadInputError,
@@ -21,6 +22,7 @@ from capgate.client import (
     CellsAnswer,
     ClearanceAnswer,
     Client,
+    CoordinatesAnswer,
     FundsError,
     GeeTestAnswer,
     ObjectAnswer,
@@ -80,6 +82,10 @@ def check(row: Method, solution: Solution[Answer], params: dict[str, Any]) -> No
     elif row.answer is AnswerKind.CELLS:
         assert isinstance(answer, CellsAnswer) and answer.cells
         assert all(1 <= cell <= 9 for cell in answer.cells)
+    elif row.answer is AnswerKind.COORDINATES:
+        assert isinstance(answer, CoordinatesAnswer) and len(answer.points) == 2
+    elif row.answer is AnswerKind.ANGLE:
+        assert isinstance(answer, AngleAnswer) and answer.angle % 40 == 0
     else:
         assert isinstance(answer, ObjectAnswer) and answer.fields
 

@@ -41,10 +41,12 @@ from capgate.client._engine import BATCHABLE, Engine, Options, Reply, Sleep
 from capgate.client._methods import Methods
 from capgate.protocol import answers, wire
 from capgate.protocol.answers import (
+    AngleAnswer,
     Answer,
     AnswerKind,
     CellsAnswer,
     ClearanceAnswer,
+    CoordinatesAnswer,
     GeeTestAnswer,
     ObjectAnswer,
     TextAnswer,
@@ -65,6 +67,8 @@ SAMPLES: dict[AnswerKind, Answer] = {
     AnswerKind.CLEARANCE: ClearanceAnswer("cf.abc-123", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome"),
     AnswerKind.CELLS: CellsAnswer((1, 4, 7)),
     AnswerKind.OBJECT: ObjectAnswer({"answer": "0xabc", "challenge_id": "a-b|c"}),
+    AnswerKind.COORDINATES: CoordinatesAnswer(((39, 59), (252, 72))),
+    AnswerKind.ANGLE: AngleAnswer(120),
 }
 
 
@@ -791,7 +795,8 @@ async def test_async_account_calls(service: FakeService) -> None:
 
 TYPEVAR_OF_KIND = {AnswerKind.TEXT: "TextR", AnswerKind.TOKEN: "TokenR", AnswerKind.TOKEN_UA: "TokenR",
                    AnswerKind.GEETEST: "GeeTestR", AnswerKind.CLEARANCE: "ClearanceR",
-                   AnswerKind.CELLS: "CellsR", AnswerKind.OBJECT: "ObjectR"}
+                   AnswerKind.CELLS: "CellsR", AnswerKind.OBJECT: "ObjectR",
+                   AnswerKind.COORDINATES: "CoordinatesR", AnswerKind.ANGLE: "AngleR"}
 
 
 @pytest.mark.parametrize("row", METHODS, ids=lambda m: m.name)

@@ -12,6 +12,8 @@ import asyncio
 import base64
 import functools
 import io
+import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -69,6 +71,8 @@ def calls(unique: str, folder: Path) -> dict[str, Callable[[Any], Any]]:
     grid = folder / f"{unique}-grid.png"
     grid.write_bytes(png(unique + "g", (300, 300)))
     b64 = base64.b64encode(png(unique + "b64")).decode()
+    recording = base64.b64encode(b"ID3\x04\x00\x00\x00\x00\x00\x00" + unique.encode() * 20).decode()
+    waf_key = "AQIDAHjcYu/GjX+QlghicBgQ/7bFaQZ+m5FKCMDnO+vTbNg96AHMDLodoefdvyOnsHMRt0ZEmvmw=="
     return {
         "normal_file": lambda s: s.normal(str(image), numeric=1, minLen=5, maxLen=5),
         "normal_base64": lambda s: s.normal(b64, caseSensitive=1, hintText="sandbox-answer-Hello"),
@@ -87,6 +91,27 @@ def calls(unique: str, folder: Path) -> dict[str, Callable[[Any], Any]]:
         "friendly_captcha": lambda s: s.friendly_captcha("FCMGEMUD2KTDSQ5H", url + "/fc"),
         "captchafox": lambda s: s.captchafox("sk_ILKWNruBBVKDOM7dZs59KHnDLEWiH", url + "/fox", "MyUA/3", PROXY),
         "unsolvable": lambda s: s.turnstile("sandbox-unsolvable", url + "/unsolvable"),
+        # 2captcha's other types (issue 15)
+        "text": lambda s: s.text(f"If tomorrow is Saturday, what day is today? ({unique})", lang="en"),
+        "coordinates": lambda s: s.coordinates(str(image), hintText="click the apples", min_clicks=2),
+        "rotate": lambda s: s.rotate(str(image), angle=40),
+        "audio": lambda s: s.audio(recording, "en"),
+        "keycaptcha": lambda s: s.keycaptcha("184015", f"9ff29e0176e78eb7ba59314f92dbac1b{unique}",
+                                             "964635241a3e5e76980f2572e5f63452", "3ca802a38ffc5831fa293ac2819b1204",
+                                             url + "/kc"),
+        "capy": lambda s: s.capy("PUZZLE_Abc1dEFghIJKLM2no34P56q7rStu8v", url + "/capy",
+                                 api_server="https://jp.api.capy.me/"),
+        "amazon_waf": lambda s: s.amazon_waf(waf_key, "CgAHbCe2GgAAAAAj", f"9BUgmlm48F92WUoqv97a49ZuEJJ50T{unique}",
+                                             url + "/waf"),
+        "mtcaptcha": lambda s: s.mtcaptcha("MTPublic-KzqLY1cKH", url + "/mt"),
+        "datadome": lambda s: s.datadome("https://geo.captcha-delivery.com/captcha/?initialCid=AHrlqAAA",
+                                         url + "/dd", "MyUA/4", PROXY),
+        "cutcaptcha": lambda s: s.cutcaptcha("a1488b66da00bf332a1488993a5443c79047e752", "SAb83IIB", url + "/cut"),
+        "tencent": lambda s: s.tencent("190014885", url + "/tc"),
+        "atb_captcha": lambda s: s.atb_captcha("af25e409b33d722a95e56a230ff8771c", "https://cap.aisecurius.com",
+                                               url + "/atb"),
+        "yandex_smart": lambda s: s.yandex_smart("Y5Lh0tiycconMJGsFd3EbbuNKSp1yaZESUOIHfeV", url + "/ya"),
+        "prosopo": lambda s: s.prosopo("5EPQoMZEDc5LpN7gtxMMzYPTzA6UeWqL2stk1rso9gy4Ahqt", url + "/pro"),
     }
 
 
@@ -142,7 +167,9 @@ def results(tls_server: ServerProcess, key: str,
 
 
 SOLVES = ["normal_file", "normal_base64", "grid", "recaptcha_v2", "recaptcha_v3", "recaptcha_enterprise",
-          "funcaptcha", "geetest", "geetest_v4", "hcaptcha", "lemin", "turnstile", "friendly_captcha", "captchafox"]
+          "funcaptcha", "geetest", "geetest_v4", "hcaptcha", "lemin", "turnstile", "friendly_captcha", "captchafox",
+          "text", "coordinates", "rotate", "audio", "keycaptcha", "capy", "amazon_waf", "mtcaptcha", "datadome",
+          "cutcaptcha", "tencent", "atb_captcha", "yandex_smart", "prosopo"]
 
 
 @pytest.fixture(params=["sync", "async", "extended"])
@@ -166,6 +193,20 @@ def test_every_type_solves(results: dict[str, dict[str, Any]], mode: str, name: 
             assert code.startswith("challenge:ch") and code.endswith("|jordan")
     elif name in ("geetest_v4", "lemin"):
         assert isinstance(code, (str, dict)) and code
+    elif name in ("capy", "amazon_waf", "tencent"):  # a JSON object (extended: parsed, plain: as text)
+        fields = code if mode == "extended" else json.loads(code)
+        assert set(fields) == {"capy": {"captchakey", "challengekey", "answer"},
+                               "amazon_waf": {"captcha_voucher", "existing_token"},
+                               "tencent": {"appid", "ret", "ticket", "randstr"}}[name]
+    elif name == "coordinates":
+        if mode == "extended":
+            assert len(code) == 2 and all(set(point) == {"x", "y"} and point["x"].isdigit() for point in code)
+        else:
+            assert re.fullmatch(r"coordinates:x=\d+,y=\d+;x=\d+,y=\d+", code), code
+    elif name == "rotate":
+        assert code.isdigit() and int(code) % 40 == 0
+    elif name in ("text", "audio"):
+        assert re.fullmatch(r"[0-9a-z]{6}", code), code
     elif name == "normal_file":
         assert code.isdigit() and len(code) == 5
     elif name == "normal_base64":
@@ -204,4 +245,5 @@ def test_wrong_key_and_unknown_method(tls_server: ServerProcess, key: str) -> No
     with pytest.raises(ApiClientException, match="ERROR_KEY_DOES_NOT_EXIST"):
         TwoCaptcha("d" * 32, server=host(tls_server)).balance()
     with pytest.raises(ApiClientException, match="ERROR_BAD_PARAMETERS"):
-        TwoCaptcha(key, server=host(tls_server)).capy("PUZZLE_Abc1dEFghIJKLM2no34P56q7rStu8v", "https://site.test/")
+        TwoCaptcha(key, server=host(tls_server)).cybersiara("tpjOCKjjpdzv3d8Ub2E9COEWKt1vl1Mv",
+                                                            "https://site.test/", "MyUA/5")

@@ -60,7 +60,7 @@ def test_unknown_methods_resolve_to_none(params: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
 def test_each_row_is_selected_by_what_a_client_sends(method: methods.Method) -> None:
-    params = {"method": method.wire[0], **method.sets}
+    params = {"method": method.wire[0], **{name: "x" for name in method.required}, **method.sets}
     assert resolve(params) is method
 
 

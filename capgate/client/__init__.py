@@ -30,9 +30,11 @@ from capgate.client.errors import (
 )
 from capgate.client.sync import Client
 from capgate.protocol.answers import (
+    AngleAnswer,
     Answer,
     CellsAnswer,
     ClearanceAnswer,
+    CoordinatesAnswer,
     GeeTestAnswer,
     ObjectAnswer,
     TextAnswer,
@@ -40,8 +42,8 @@ from capgate.protocol.answers import (
 )
 
 __all__ = [
-    "Answer", "AsyncClient", "AuthError", "BadInputError", "CapacityError", "CapgateError", "CellsAnswer",
-    "ClearanceAnswer", "Client", "FundsError", "GeeTestAnswer", "NetworkError", "ObjectAnswer", "ProtocolError",
-    "ReportError", "ServerError", "ServiceError", "Solution", "SolveTimeout", "TextAnswer", "Threads", "TokenAnswer",
-    "UnsolvableError",
+    "AngleAnswer", "Answer", "AsyncClient", "AuthError", "BadInputError", "CapacityError", "CapgateError",
+    "CellsAnswer", "ClearanceAnswer", "Client", "CoordinatesAnswer", "FundsError", "GeeTestAnswer", "NetworkError",
+    "ObjectAnswer", "ProtocolError", "ReportError", "ServerError", "ServiceError", "Solution", "SolveTimeout",
+    "TextAnswer", "Threads", "TokenAnswer", "UnsolvableError",
 ]

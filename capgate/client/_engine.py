@@ -372,7 +372,7 @@ class Engine:
             if text is not None:
                 form[name] = text
         if image is not None:
-            if "body" not in row.image_params:
+            if "body" not in row.image_params and "body" not in row.media_params:  # media: audio's
                 raise local_error(C.BAD_PARAMETERS, f"{row.name} takes no image")
             form["body"] = yield from self.image(image)
         if images is not None:

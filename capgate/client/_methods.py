@@ -19,9 +19,11 @@ ClearanceR = TypeVar("ClearanceR")
 CellsR = TypeVar("CellsR")
 ObjectR = TypeVar("ObjectR")
 AnyR = TypeVar("AnyR")
+CoordinatesR = TypeVar("CoordinatesR")
+AngleR = TypeVar("AngleR")
 
 
-class Methods(Generic[TextR, TokenR, GeeTestR, ClearanceR, CellsR, ObjectR, AnyR]):
+class Methods(Generic[TextR, TokenR, GeeTestR, ClearanceR, CellsR, ObjectR, AnyR, CoordinatesR, AngleR]):
     def _call(self, method: str, timeout: float | None, params: dict[str, object]) -> Any:
         raise NotImplementedError
 
@@ -141,3 +143,72 @@ class Methods(Generic[TextR, TokenR, GeeTestR, ClearanceR, CellsR, ObjectR, AnyR
         return cast(ObjectR, self._call("lemin", timeout, dict(
             captcha_id=captcha_id, div_id=div_id, pageurl=pageurl, api_server=api_server, **extra)))
 
+    # ------------------------------------------------------------------------------------------ 2captcha's others
+
+    def text(self, question: str, *, lang: str | None = None, timeout: float | None = None,
+             **extra: ParamValue) -> TextR:
+        return cast(TextR, self._call("text", timeout, dict(textcaptcha=question, lang=lang, **extra)))
+
+    def coordinates(self, image: ImageInput, *, instructions: str | None = None, min_clicks: int | None = None,
+                    max_clicks: int | None = None, lang: str | None = None, timeout: float | None = None,
+                    **extra: ParamValue) -> CoordinatesR:
+        return cast(CoordinatesR, self._call("coordinates", timeout, dict(
+            image=image, textinstructions=instructions, min_clicks=min_clicks, max_clicks=max_clicks, lang=lang,
+            **extra)))
+
+    def rotate(self, image: ImageInput, *, angle: int | None = None, instructions: str | None = None,
+               timeout: float | None = None, **extra: ParamValue) -> AngleR:
+        return cast(AngleR, self._call("rotate", timeout, dict(
+            image=image, angle=angle, textinstructions=instructions, **extra)))
+
+    def audio(self, audio: ImageInput, lang: str, *, timeout: float | None = None, **extra: ParamValue) -> TextR:
+        """``audio``: an mp3 as bytes, a path, base64 or a URL (as images are given)."""
+        return cast(TextR, self._call("audio", timeout, dict(image=audio, lang=lang, **extra)))
+
+    def keycaptcha(self, s_s_c_user_id: str, s_s_c_session_id: str, s_s_c_web_server_sign: str,
+                   s_s_c_web_server_sign2: str, pageurl: str, *, timeout: float | None = None,
+                   **extra: ParamValue) -> TokenR:
+        return cast(TokenR, self._call("keycaptcha", timeout, dict(
+            s_s_c_user_id=s_s_c_user_id, s_s_c_session_id=s_s_c_session_id,
+            s_s_c_web_server_sign=s_s_c_web_server_sign, s_s_c_web_server_sign2=s_s_c_web_server_sign2,
+            pageurl=pageurl, **extra)))
+
+    def capy(self, sitekey: str, pageurl: str, *, api_server: str | None = None, timeout: float | None = None,
+             **extra: ParamValue) -> ObjectR:
+        return cast(ObjectR, self._call("capy", timeout, dict(
+            captchakey=sitekey, pageurl=pageurl, api_server=api_server, **extra)))
+
+    def amazon_waf(self, sitekey: str, iv: str, context: str, pageurl: str, *, challenge_script: str | None = None,
+                   captcha_script: str | None = None, timeout: float | None = None, **extra: ParamValue) -> ObjectR:
+        return cast(ObjectR, self._call("amazon_waf", timeout, dict(
+            sitekey=sitekey, iv=iv, context=context, pageurl=pageurl, challenge_script=challenge_script,
+            captcha_script=captcha_script, **extra)))
+
+    def mtcaptcha(self, sitekey: str, pageurl: str, *, timeout: float | None = None, **extra: ParamValue) -> TokenR:
+        return cast(TokenR, self._call("mtcaptcha", timeout, dict(sitekey=sitekey, pageurl=pageurl, **extra)))
+
+    def datadome(self, captcha_url: str, pageurl: str, user_agent: str, proxy: str, proxytype: str, *,
+                 timeout: float | None = None, **extra: ParamValue) -> TokenR:
+        return cast(TokenR, self._call("datadome", timeout, dict(
+            captcha_url=captcha_url, pageurl=pageurl, userAgent=user_agent, proxy=proxy, proxytype=proxytype,
+            **extra)))
+
+    def cutcaptcha(self, misery_key: str, api_key: str, pageurl: str, *, timeout: float | None = None,
+                   **extra: ParamValue) -> TokenR:
+        return cast(TokenR, self._call("cutcaptcha", timeout, dict(
+            misery_key=misery_key, api_key=api_key, pageurl=pageurl, **extra)))
+
+    def tencent(self, app_id: str, pageurl: str, *, timeout: float | None = None, **extra: ParamValue) -> ObjectR:
+        return cast(ObjectR, self._call("tencent", timeout, dict(app_id=app_id, pageurl=pageurl, **extra)))
+
+    def atb_captcha(self, app_id: str, api_server: str, pageurl: str, *, timeout: float | None = None,
+                    **extra: ParamValue) -> TokenR:
+        return cast(TokenR, self._call("atb_captcha", timeout, dict(
+            app_id=app_id, api_server=api_server, pageurl=pageurl, **extra)))
+
+    def yandex_smart(self, sitekey: str, pageurl: str, *, timeout: float | None = None,
+                     **extra: ParamValue) -> TokenR:
+        return cast(TokenR, self._call("yandex_smart", timeout, dict(sitekey=sitekey, pageurl=pageurl, **extra)))
+
+    def prosopo(self, sitekey: str, pageurl: str, *, timeout: float | None = None, **extra: ParamValue) -> TokenR:
+        return cast(TokenR, self._call("prosopo", timeout, dict(sitekey=sitekey, pageurl=pageurl, **extra)))

@@ -36,9 +36,11 @@ from capgate.client._methods import Methods
 from capgate.client.errors import CapgateError
 from capgate.client.sync import USER_AGENT, http_timeout
 from capgate.protocol.answers import (
+    AngleAnswer,
     Answer,
     CellsAnswer,
     ClearanceAnswer,
+    CoordinatesAnswer,
     GeeTestAnswer,
     ObjectAnswer,
     TextAnswer,
@@ -53,7 +55,8 @@ class AsyncClient(Methods[Coroutine[Any, Any, Solution[TextAnswer]], Coroutine[A
                           Coroutine[Any, Any, Solution[GeeTestAnswer]],
                           Coroutine[Any, Any, Solution[ClearanceAnswer]],
                           Coroutine[Any, Any, Solution[CellsAnswer]], Coroutine[Any, Any, Solution[ObjectAnswer]],
-                          Coroutine[Any, Any, Solution[Answer]]]):
+                          Coroutine[Any, Any, Solution[Answer]], Coroutine[Any, Any, Solution[CoordinatesAnswer]],
+                          Coroutine[Any, Any, Solution[AngleAnswer]]]):
     """Async client; the same methods as :class:`capgate.client.Client`, awaited.
 
     Run as many solves at once as you like (``asyncio.gather``): their polls are shared.

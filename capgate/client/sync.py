@@ -31,9 +31,11 @@ from capgate.client._engine import (
 )
 from capgate.client._methods import Methods
 from capgate.protocol.answers import (
+    AngleAnswer,
     Answer,
     CellsAnswer,
     ClearanceAnswer,
+    CoordinatesAnswer,
     GeeTestAnswer,
     ObjectAnswer,
     TextAnswer,
@@ -53,7 +55,7 @@ def http_timeout(request: Request) -> httpx.Timeout:
 
 class Client(Methods[Solution[TextAnswer], Solution[TokenAnswer], Solution[GeeTestAnswer],
                      Solution[ClearanceAnswer], Solution[CellsAnswer], Solution[ObjectAnswer],
-                     Solution[Answer]]):
+                     Solution[Answer], Solution[CoordinatesAnswer], Solution[AngleAnswer]]):
     """Blocking client for capgate, CaptchaAI, 2captcha or any compatible service.
 
     ``server`` is the base URL that ``in.php`` and ``res.php`` hang off (a path prefix is fine); a bare

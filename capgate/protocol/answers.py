@@ -10,6 +10,7 @@ Cloudflare value that contains the literal next marker (``,validate:``, ``,secco
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -24,6 +25,8 @@ class AnswerKind(Enum):
     CLEARANCE = "clearance"  # Cloudflare cf_clearance cookie plus user agent
     CELLS = "cells"  # grid / BLS: 1-based cell numbers
     OBJECT = "object"  # a flat JSON object (Lemin, GeeTest v4)
+    COORDINATES = "coordinates"  # points clicked on an image (2captcha's coordinatescaptcha)
+    ANGLE = "angle"  # degrees to turn an image by (2captcha's rotatecaptcha)
 
 
 class AnswerFormatError(ValueError):
@@ -64,11 +67,24 @@ class ObjectAnswer:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-Answer = TextAnswer | TokenAnswer | GeeTestAnswer | ClearanceAnswer | CellsAnswer | ObjectAnswer
+@dataclass(frozen=True)
+class CoordinatesAnswer:
+    points: tuple[tuple[int, int], ...]  # (x, y) in the image's pixels, from its top left corner
+
+
+@dataclass(frozen=True)
+class AngleAnswer:
+    angle: int
+
+
+Answer = (TextAnswer | TokenAnswer | GeeTestAnswer | ClearanceAnswer | CellsAnswer | ObjectAnswer
+          | CoordinatesAnswer | AngleAnswer)
 
 _GEETEST_KEYS = ("challenge", "validate", "seccode")
 _UA_MARKER = ";user_agent="
 _CF_PREFIX = "cf_clearance="
+_COORDINATES_PREFIX = "coordinates:"
+_POINT = re.compile(r"x=(?P<x>-?[0-9]{1,9}),y=(?P<y>-?[0-9]{1,9})")
 
 
 def dumps(value: Any) -> str:
@@ -91,6 +107,10 @@ def encode_plain(answer: Answer) -> str:
         return f"{_CF_PREFIX}{answer.cf_clearance}{_UA_MARKER}{answer.user_agent}"
     if isinstance(answer, CellsAnswer):
         return dumps(list(answer.cells))
+    if isinstance(answer, CoordinatesAnswer):
+        return _COORDINATES_PREFIX + ";".join(f"x={x},y={y}" for x, y in answer.points)
+    if isinstance(answer, AngleAnswer):
+        return str(answer.angle)
     return dumps(answer.fields)
 
 
@@ -113,6 +133,11 @@ def encode_json(answer: Answer, kind: AnswerKind | None = None) -> dict[str, Any
                 "user_agent": answer.user_agent}
     if isinstance(answer, CellsAnswer):
         return {"request": dumps(list(answer.cells))}
+    if isinstance(answer, CoordinatesAnswer):
+        # 2captcha's json=1 spelling: the numbers as strings.
+        return {"request": [{"x": str(x), "y": str(y)} for x, y in answer.points]}
+    if isinstance(answer, AngleAnswer):
+        return {"request": str(answer.angle)}
     return {"request": dict(answer.fields)}
 
 
@@ -126,6 +151,8 @@ def plain_from_json(kind: AnswerKind, fields: Mapping[str, Any]) -> str:
         return f"{_CF_PREFIX}{request}{_UA_MARKER}{fields['user_agent']}"
     if kind is AnswerKind.OBJECT:
         return dumps(request)
+    if kind is AnswerKind.COORDINATES:
+        return _COORDINATES_PREFIX + ";".join(f"x={point['x']},y={point['y']}" for point in request)
     return str(request)  # text, a token, or cells (already their compact JSON list)
 
 
@@ -144,6 +171,10 @@ def decode_plain(kind: AnswerKind, payload: str) -> Answer:
         return _clearance_from_plain(payload)
     if kind is AnswerKind.CELLS:
         return CellsAnswer(_cells(_json_or_raise(payload)))
+    if kind is AnswerKind.COORDINATES:
+        return _coordinates_from_plain(payload)
+    if kind is AnswerKind.ANGLE:
+        return AngleAnswer(_whole_number(payload))
     return ObjectAnswer(_object(_json_or_raise(payload)))
 
 
@@ -174,7 +205,13 @@ def decode_json(kind: AnswerKind, body: Mapping[str, Any]) -> Answer:
         if agent is None and isinstance(value, str) and value.startswith(_CF_PREFIX) and _UA_MARKER in value:
             return _clearance_from_plain(value)
         return ClearanceAnswer(_text(value), _text(agent))
+    if kind is AnswerKind.ANGLE:
+        return AngleAnswer(_whole_number(request))
+    if kind is AnswerKind.COORDINATES and isinstance(request, str) and request.startswith(_COORDINATES_PREFIX):
+        return _coordinates_from_plain(request)
     parsed = _json_or_raise(request) if isinstance(request, str) else request
+    if kind is AnswerKind.COORDINATES:
+        return CoordinatesAnswer(_points(parsed))
     if kind is AnswerKind.CELLS:
         return CellsAnswer(_cells(parsed))
     return ObjectAnswer(_object(parsed))
@@ -199,6 +236,36 @@ def _cells(value: Any) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(type(x) is int for x in value):
         raise AnswerFormatError(f"expected a list of cell numbers, got {value!r}")
     return tuple(value)
+
+
+def _whole_number(value: Any) -> int:
+    """An integer, or its decimal spelling as 2captcha sends it (``"40"``)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value.strip()):
+        return int(value)
+    raise AnswerFormatError(f"expected a whole number, got {value!r}")
+
+
+def _points(value: Any) -> tuple[tuple[int, int], ...]:
+    """``[{"x": "39", "y": "59"}, ...]`` (2captcha's json=1 form; numbers as numbers pass too)."""
+    if not isinstance(value, list) or not all(isinstance(p, dict) and set(p) >= {"x", "y"} for p in value):
+        raise AnswerFormatError(f"expected a list of {{x, y}} points, got {value!r}")
+    return tuple((_whole_number(p["x"]), _whole_number(p["y"])) for p in value)
+
+
+def _coordinates_from_plain(payload: str) -> CoordinatesAnswer:
+    # "coordinates:x=39,y=59;x=252,y=72": the only shape 2captcha sends in plain mode.
+    if not payload.startswith(_COORDINATES_PREFIX):
+        raise AnswerFormatError(f"not a coordinates answer: {payload[:80]!r}")
+    rest = payload[len(_COORDINATES_PREFIX):]
+    points = []
+    for piece in rest.split(";") if rest else []:
+        match = _POINT.fullmatch(piece.strip())
+        if match is None:
+            raise AnswerFormatError(f"not a coordinates answer: {payload[:80]!r}")
+        points.append((int(match["x"]), int(match["y"])))
+    return CoordinatesAnswer(tuple(points))
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -47,6 +47,9 @@ class Method:
     deadline: float = 300.0  # seconds before the server gives up: ERROR_CAPTCHA_UNSOLVABLE
     price: Decimal = Decimal(0)  # USD per solved task unless the operator sets another
     http_verb: str = "POST"  # what CaptchaAI's SDK uses; documentation only
+    # Parameters that carry other media (audio): base64 or a multipart file like images, stored as
+    # bytes, checked for size only.
+    media_params: tuple[str, ...] = ()
 
     @functools.cached_property
     def known_params(self) -> frozenset[str]:
@@ -79,6 +82,8 @@ GLOBAL_ALIASES: dict[str, str] = {
     "data-s": "data_s",
     "captchaId": "captcha_id",
     "divId": "div_id",
+    "minClicks": "min_clicks",
+    "maxClicks": "max_clicks",
 }
 
 _IMAGE_OPTIONS = ("phrase", "regsense", "numeric", "calc", "min_len", "max_len", "language", "lang",
@@ -112,6 +117,14 @@ def _is_v3(params: Params) -> bool:
 
 def _geetest_v4(params: Params) -> bool:
     return params.get("version", "") in ("4", "v4")
+
+
+def _text_question(params: Params) -> bool:
+    return "textcaptcha" in params
+
+
+def _coordinates(params: Params) -> bool:
+    return _flag(params, "coordinatescaptcha")
 
 
 def _bls_images() -> tuple[str, ...]:
@@ -177,10 +190,69 @@ METHODS: tuple[Method, ...] = (
     Method("funcaptcha", ("funcaptcha",), ("publickey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("surl", "data", "userAgent", "proxy", "proxytype"),
            missing_codes={"publickey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0),
+    # 2captcha's other task types (issue 15). None is solved by capgate itself: people on the human page
+    # and registered external workers serve them, the sandbox answers them for sandbox keys.
+    #
+    # A question in words, no image (API v2: TextCaptchaTask).
+    Method("text", ("post",), ("textcaptcha",), AnswerKind.TEXT, Category.IMAGE_TASK,
+           optional=("lang", "language"), selects=_text_question,
+           initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+    # Points to click on an image; answer coordinates:x=..,y=..;... (API v2: CoordinatesTask).
+    Method("coordinates", ("post", "base64"), ("body",), AnswerKind.COORDINATES, Category.IMAGE_TASK,
+           optional=("textinstructions", "imginstructions", "min_clicks", "max_clicks", "lang"),
+           selects=_coordinates, sets={"coordinatescaptcha": "1"}, missing_codes={"body": C.UPLOAD},
+           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+    # An image to turn upright; answer the angle in degrees, in steps of ``angle`` (API v2: RotateTask).
+    Method("rotate", ("rotatecaptcha",), ("body",), AnswerKind.ANGLE, Category.IMAGE_TASK,
+           optional=("angle", "textinstructions", "imginstructions", "lang"), missing_codes={"body": C.UPLOAD},
+           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+    # A recording (mp3, base64) to write down (API v2: AudioTask).
+    Method("audio", ("audio",), ("body", "lang"), AnswerKind.TEXT, Category.IMAGE_TASK,
+           missing_codes={"body": C.UPLOAD}, media_params=("body",), initial_wait=1.0,
+           deadline=_IMAGE_DEADLINE),
+    # API v2: KeyCaptchaTaskProxyless, KeyCaptchaTask; the answer is a token.
+    Method("keycaptcha", ("keycaptcha",),
+           ("s_s_c_user_id", "s_s_c_session_id", "s_s_c_web_server_sign", "s_s_c_web_server_sign2", "pageurl"),
+           AnswerKind.TOKEN, Category.TOKEN, optional=("proxy", "proxytype"), missing_codes={"pageurl": C.PAGEURL},
+           initial_wait=15.0),
+    # API v2: CapyTaskProxyless, CapyTask; answer {captchakey, challengekey, answer}.
+    Method("capy", ("capy",), ("captchakey", "pageurl"), AnswerKind.OBJECT, Category.TOKEN,
+           optional=("api_server", "version", "userAgent", "proxy", "proxytype"), aliases={"sitekey": "captchakey"},
+           missing_codes={"captchakey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0),
+    # API v2: AmazonTaskProxyless, AmazonTask; answer {captcha_voucher, existing_token}. Its keys are
+    # base64 (``+``, ``/``, ``=``), so a missing one is ERROR_BAD_PARAMETERS and its shape is not checked.
+    Method("amazon_waf", ("amazon_waf",), ("sitekey", "iv", "context", "pageurl"), AnswerKind.OBJECT,
+           Category.TOKEN, optional=("challenge_script", "captcha_script", "userAgent", "proxy", "proxytype"),
+           missing_codes={"pageurl": C.PAGEURL}, initial_wait=15.0),
+    # API v2: MtCaptchaTaskProxyless, MtCaptchaTask; the answer is a token.
+    Method("mtcaptcha", ("mt_captcha",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0),
+    # API v2: DataDomeSliderTask (proxy required); the answer is the datadome cookie.
+    Method("datadome", ("datadome",), ("captcha_url", "pageurl", "userAgent", "proxy", "proxytype"),
+           AnswerKind.TOKEN, Category.CHALLENGE, optional=("cookies",), missing_codes={"pageurl": C.PAGEURL},
+           initial_wait=15.0),
+    # API v2: CutCaptchaTaskProxyless, CutCaptchaTask; the answer is a token.
+    Method("cutcaptcha", ("cutcaptcha",), ("misery_key", "api_key", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=("userAgent", "proxy", "proxytype"),
+           missing_codes={"misery_key": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=10.0),
+    # API v2: TencentTaskProxyless, TencentTask; answer {appid, ret, ticket, randstr}.
+    Method("tencent", ("tencent",), ("app_id", "pageurl"), AnswerKind.OBJECT, Category.TOKEN,
+           optional=("userAgent", "proxy", "proxytype"), missing_codes={"app_id": C.GOOGLEKEY, "pageurl": C.PAGEURL},
+           initial_wait=10.0),
+    # API v2: AtbCaptchaTaskProxyless, AtbCaptchaTask; the answer is a token.
+    Method("atb_captcha", ("atb_captcha",), ("app_id", "api_server", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=("userAgent", "proxy", "proxytype"), missing_codes={"app_id": C.GOOGLEKEY, "pageurl": C.PAGEURL},
+           initial_wait=10.0),
+    # Yandex SmartCaptcha. API v2: YandexSmartCaptchaTaskProxyless, YandexSmartCaptchaTask; a token.
+    Method("yandex_smart", ("yandex",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0),
+    # API v2: ProsopoTaskProxyless, ProsopoTask; the answer is a token.
+    Method("prosopo", ("prosopo",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
+           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0),
 )
 
 BY_NAME: dict[str, Method] = {method.name: method for method in METHODS}
-IMAGE_PARAMS = frozenset(name for method in METHODS for name in method.image_params)
+IMAGE_PARAMS = frozenset(name for method in METHODS for name in (*method.image_params, *method.media_params))
 _BY_WIRE: dict[str, tuple[Method, ...]] = {}
 for _method in METHODS:
     for _wire in _method.wire:

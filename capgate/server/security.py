@@ -84,12 +84,12 @@ def _digest(code: bytes) -> str:
 @functools.lru_cache(maxsize=8)
 def page_policy(page: bytes) -> str:
     """The Content-Security-Policy for one of capgate's own pages: its inline ``<script>`` and
-    ``<style>`` by hash (so no injected code runs), images from ``data:`` URLs, requests to this
-    origin only, no framing."""
+    ``<style>`` by hash (so no injected code runs), images and audio (the human page's audio tasks) from
+    ``data:`` URLs, requests to this origin only, no framing."""
     scripts = [_digest(body) for kind, body in _INLINE.findall(page) if kind.lower() == b"script"]
     styles = [_digest(body) for kind, body in _INLINE.findall(page) if kind.lower() == b"style"]
     parts = ["default-src 'none'", "script-src " + (" ".join(scripts) or "'none'"),
-             "style-src " + (" ".join(styles) or "'none'"), "img-src data:", "connect-src 'self'",
+             "style-src " + (" ".join(styles) or "'none'"), "img-src data:", "media-src data:", "connect-src 'self'",
              "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"]
     return "; ".join(parts)
 

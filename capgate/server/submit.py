@@ -56,6 +56,22 @@ def _images(method: Method, request: RequestParams, params: dict[str, str],
         except ImageRejected as exc:
             raise Rejected(exc.code) from None
         blobs[name] = data
+    for name in method.media_params:  # audio: size limits only, it is no image
+        upload = request.files.get("file" if name == "body" else name)
+        if upload is not None:
+            data = upload.data
+        elif params.get(name):
+            try:
+                data = decode_base64(params[name])
+            except ImageRejected as exc:
+                raise Rejected(exc.code) from None
+        else:
+            continue
+        if len(data) < limits.min_bytes:
+            raise Rejected(C.ZERO_CAPTCHA_FILESIZE)
+        if len(data) > limits.max_bytes:
+            raise Rejected(C.TOO_BIG_CAPTCHA_FILESIZE)
+        blobs[name] = data
     return blobs
 
 
@@ -82,7 +98,7 @@ def build_task(request: RequestParams, settings: Settings, sandbox: bool,
     method, canonical = resolve_method(request.values)
     blobs = _images(method, request, canonical, settings)
     for name in method.required:
-        if name in method.image_params:
+        if name in method.image_params or name in method.media_params:
             if name not in blobs:
                 raise Rejected(method.missing_code(name))
         elif not canonical.get(name, "").strip():
@@ -94,7 +110,8 @@ def build_task(request: RequestParams, settings: Settings, sandbox: bool,
     # The duplicate check still sees everything sent: two requests that differ only in a parameter
     # the type does not use are two tasks, as a client that adds a nonce expects.
     sent = {name: value for name, value in canonical.items()
-            if name not in TRANSPORT_PARAMS and name not in method.image_params}
+            if name not in TRANSPORT_PARAMS and name not in method.image_params
+            and name not in method.media_params}
     if any(len(value) > MAX_PARAM_LENGTH for value in sent.values()):
         raise Rejected(C.BAD_PARAMETERS)
     known = method.known_params

@@ -28,10 +28,12 @@ from typing import Protocol
 
 from capgate.protocol import answers
 from capgate.protocol.answers import (
+    AngleAnswer,
     Answer,
     AnswerKind,
     CellsAnswer,
     ClearanceAnswer,
+    CoordinatesAnswer,
     GeeTestAnswer,
     ObjectAnswer,
     TextAnswer,
@@ -124,7 +126,16 @@ def _text_answer(task: Task, digest: str) -> str:
     return "".join(chars)
 
 
-def _object_answer(task: Task, digest: str) -> dict[str, str]:
+def _object_answer(task: Task, digest: str) -> dict[str, object]:
+    # The fields each vendor's answer has (2captcha's API docs), fake values.
+    if task.method == "capy":
+        return {"captchakey": task.params.get("captchakey", ""), "challengekey": f"fake{digest[:28]}",
+                "answer": f"FAKE-CAPY-ANSWER-{digest[28:52]}"}
+    if task.method == "amazon_waf":
+        return {"captcha_voucher": f"FAKE-VOUCHER-{digest[:40]}", "existing_token": f"FAKE-TOKEN-{digest[40:64]}"}
+    if task.method == "tencent":
+        return {"appid": task.params.get("app_id", ""), "ret": 0, "ticket": f"FAKE-TICKET-{digest[:40]}",
+                "randstr": f"@{digest[40:43]}"}
     if task.method == "lemin":
         # CaptchaAI's SDK reads challenge_uuid, 2captcha's docs say challenge_id (PROTOCOL.md §5): both.
         challenge = f"fake-{digest[24:40]}"
@@ -146,6 +157,23 @@ def _cells(task: Task, digest: str) -> tuple[int, ...]:
     return tuple(picked)
 
 
+def _points(task: Task, digest: str) -> tuple[tuple[int, int], ...]:
+    """Two points, or as many as ``min_clicks`` / ``max_clicks`` ask (eight at most), in the image's
+    top left 100 x 50 pixels (fake answers, like the rest: the image is not looked at)."""
+    low = max(1, _option(task.params, "min_clicks"))
+    high = _option(task.params, "max_clicks") or max(low, 2)
+    count = min(8, max(low, min(high, 2)))
+    return tuple((int(digest[i:i + 4], 16) % 100, int(digest[i + 4:i + 8], 16) % 50)
+                 for i in range(0, 8 * count, 8))
+
+
+def _angle(task: Task, digest: str) -> int:
+    """A whole number of the task's rotation steps (``angle``, 40 degrees unless given)."""
+    step = _option(task.params, "angle") or 40
+    step = step if 0 < step < 360 else 40
+    return (int(digest[:8], 16) % (360 // step)) * step
+
+
 _BUILDERS: dict[AnswerKind, Callable[[Task, str, Directives], Answer]] = {
     AnswerKind.TEXT: lambda t, d, x: TextAnswer(x.answer if x.answer is not None else _text_answer(t, d)),
     AnswerKind.TOKEN: lambda t, d, x: TokenAnswer(f"SANDBOX-FAKE-TOKEN-{d}"),
@@ -157,6 +185,8 @@ _BUILDERS: dict[AnswerKind, Callable[[Task, str, Directives], Answer]] = {
                                                           t.params.get("userAgent") or FAKE_USER_AGENT),
     AnswerKind.CELLS: lambda t, d, x: CellsAnswer(_cells(t, d)),
     AnswerKind.OBJECT: lambda t, d, x: ObjectAnswer(_object_answer(t, d)),
+    AnswerKind.COORDINATES: lambda t, d, x: CoordinatesAnswer(_points(t, d)),
+    AnswerKind.ANGLE: lambda t, d, x: AngleAnswer(_angle(t, d)),
 }
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 from capgate.protocol import answers
 from capgate.protocol.answers import (
+    AngleAnswer,
     Answer,
     AnswerKind,
     CellsAnswer,
     ClearanceAnswer,
+    CoordinatesAnswer,
     GeeTestAnswer,
     ObjectAnswer,
     TextAnswer,
@@ -61,7 +63,9 @@ _ANSWER_TYPES: dict[AnswerKind, type[Any]] = {
     AnswerKind.TEXT: TextAnswer, AnswerKind.TOKEN: TokenAnswer, AnswerKind.TOKEN_UA: TokenAnswer,
     AnswerKind.GEETEST: GeeTestAnswer, AnswerKind.CLEARANCE: ClearanceAnswer,
     AnswerKind.CELLS: CellsAnswer, AnswerKind.OBJECT: ObjectAnswer,
+    AnswerKind.COORDINATES: CoordinatesAnswer, AnswerKind.ANGLE: AngleAnswer,
 }
+_MAX_PIXEL = 100_000  # far past any image capgate accepts: a coordinate beyond it is a bug, not a click
 
 
 def answer_from_fields(kind: AnswerKind, data: Mapping[str, Any]) -> Answer:
@@ -82,11 +86,26 @@ def answer_from_fields(kind: AnswerKind, data: Mapping[str, Any]) -> Answer:
         elif name == "fields":
             if not isinstance(value, dict):
                 raise AnswerRejected("fields must be an object")
+        elif name == "points":
+            values[name] = _points(value)
+        elif name == "angle":
+            if type(value) is not int or not -360 < value < 360:
+                raise AnswerRejected("angle must be a whole number of degrees, -359 to 359")
         elif name == "user_agent" and value is None and name not in required:
             continue
         elif not isinstance(value, str) or not value:
             raise AnswerRejected(f"{name} must be a non-empty string")
     return cls(**values)  # type: ignore[no-any-return]
+
+
+def _points(value: Any) -> tuple[tuple[int, int], ...]:
+    """``[{"x": 39, "y": 59}, ...]``: whole pixels from the image's top left corner."""
+    if not isinstance(value, list) or not all(
+            isinstance(point, dict) and set(point) == {"x", "y"}
+            and all(type(point[axis]) is int and 0 <= point[axis] <= _MAX_PIXEL for axis in ("x", "y"))
+            for point in value):
+        raise AnswerRejected('points must be a list of {"x": int, "y": int}, whole pixels from the top left')
+    return tuple((point["x"], point["y"]) for point in value)
 
 
 class Dispatcher:

@@ -19,7 +19,7 @@ from pathlib import Path
 from capgate.imageformat import sniff
 from capgate.paths import labelled_dir
 from capgate.protocol.answers import AnswerKind, plain_from_json
-from capgate.protocol.methods import BY_NAME
+from capgate.protocol.methods import BY_NAME, Category
 from capgate.settings import Settings
 from capgate.solvers.ocr.profile import valid_profile_name
 from capgate.store.base import Store
@@ -60,6 +60,8 @@ def keep(folder: Path, image: bytes, label: str, limit: int) -> bool:
 async def keep_task_label(store: Store, settings: Settings, task: Task) -> None:
     """Keep a solved image task's answer as a label, if its account opted in."""
     if BY_NAME[task.method].answer is not AnswerKind.TEXT or task.answer is None:
+        return
+    if BY_NAME[task.method].category is not Category.IMAGE:  # an audio task's text labels no image
         return
     account = await store.get_account(task.account_id)
     if account is None or not account.settings.get("keep_labels"):
