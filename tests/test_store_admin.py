@@ -4,7 +4,7 @@ and the figures the dashboard and /metrics read."""
 from __future__ import annotations
 
 from capgate.store.base import Store
-from capgate.store.models import LedgerKind, Pool, TaskSearch, TaskState
+from capgate.store.models import LedgerKind, Pool, Task, TaskSearch, TaskState
 from tests.test_store_contract import (
     MAX_ATTEMPTS,
     POLICY,
@@ -49,8 +49,8 @@ async def test_task_search_and_history(store: Store) -> None:
     assert await claim(store, "L1", T0 + 30, methods=["normal"]) == a1
     assert await store.complete(a1, "L1", {"text": "abc"}, 0.9, T0 + 31)
 
-    def ids(found: list[object]) -> list[int]:
-        return [t.id for t in found]  # type: ignore[attr-defined]
+    def ids(found: list[Task]) -> list[int]:
+        return [t.id for t in found]
 
     assert ids(await store.search_tasks(TaskSearch())) == [b1, a2, a1]  # newest first
     assert ids(await store.search_tasks(TaskSearch(account_id=alice.id))) == [a2, a1]
