@@ -22,7 +22,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capgate.protocol import wire
-from capgate.protocol.codes import C
+from capgate.protocol.codes import CODES, C
+from capgate.server.observe import CODE, REQUEST_ID, Observer
+from capgate.server.operators import ObservedTasks, operator_routes
 from capgate.server.params import (
     BadParameters,
     BadUpload,
@@ -125,6 +127,11 @@ def _protocol_endpoint(service: Service, name: str, too_big: str) -> ASGIApp:
         headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(content)).encode())]
         if cors:
             headers.append((b"access-control-allow-origin", b"*"))
+        # For the request's log line and count: the protocol's code (a worker's own error text counts as OTHER).
+        scope[CODE] = "OK" if reply.status else reply.plain if reply.plain in CODES else "OTHER"
+        request_id = scope.get(REQUEST_ID)
+        if request_id is not None:
+            headers.append((b"x-request-id", request_id))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
@@ -146,14 +153,24 @@ class ProtocolApp:
             "/solve.php": _protocol_endpoint(service, "solve", C.TOO_BIG_CAPTCHA_FILESIZE),
         }
         self._trusted_proxies = parse_networks(service.settings.trusted_proxies, "trusted_proxies")
+        # Request ids, log lines and counts (None: none of them, as a benchmark's baseline).
+        self.observer: Observer | None = getattr(app.state, "observer", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._trusted_proxies and scope["type"] == "http":
             forwarded_client(scope, self._trusted_proxies)  # X-Forwarded-For from these proxies only
-        if scope["type"] == "http" and scope["method"] in ("GET", "POST"):
-            endpoint = self._endpoints.get(scope["path"])
-            if endpoint is not None:
-                await endpoint(scope, receive, send)
+        if scope["type"] == "http":
+            observer = self.observer
+            if scope["method"] in ("GET", "POST"):
+                endpoint = self._endpoints.get(scope["path"])
+                if endpoint is not None:
+                    if observer is None:
+                        await endpoint(scope, receive, send)
+                    else:
+                        await observer.protocol(endpoint, scope, receive, send)
+                    return
+            if observer is not None:
+                await observer.other(self.app, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -175,6 +192,8 @@ def create_app(settings: Settings, store: Store | None = None,
     """The ASGI app. ``extensions`` are async context managers run for the app's life (workers
     that live in the server process, such as the OCR worker)."""
     service = Service(settings, store or open_store(settings.db))
+    observer = Observer()
+    observed = ObservedTasks(service, observer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -182,8 +201,9 @@ def create_app(settings: Settings, store: Store | None = None,
         service.sandbox = SandboxWorker(service.store, service.hub.settled)
         pingbacks = PingbackSender(service.settings, service.store)
         service.hub.on_settle.append(pingbacks.wake)
+        service.hub.on_settle.append(observed.settled)
         background = [asyncio.create_task(service.sandbox.run()), asyncio.create_task(_sweeper(service)),
-                      asyncio.create_task(pingbacks.run())]
+                      asyncio.create_task(pingbacks.run()), asyncio.create_task(observed.run())]
         async with contextlib.AsyncExitStack() as stack:
             for extension in extensions:
                 await stack.enter_async_context(contextlib.asynccontextmanager(extension)(service))
@@ -206,7 +226,9 @@ def create_app(settings: Settings, store: Store | None = None,
         Route("/healthz", health),
         Route("/human", human),
         *WorkerApi(service.dispatcher).routes(),
+        *operator_routes(service, observed),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
     app.state.service = service
+    app.state.observer = observer
     return ProtocolApp(service, app)
