@@ -25,6 +25,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from json.encoder import encode_basestring as _quote
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +36,8 @@ REQUEST_ID = "capgate.request_id"  # scope keys: the request's id (bytes), and i
 CODE = "capgate.code"
 ACCESS = logging.getLogger("capgate.access")
 FIELDS = ("request_id", "method", "endpoint", "status", "code", "ms", "account")
-TEXT_FORMAT = "%s %s %s %d %s %.1fms account=%s"
+# The id is passed as its two parts (process, number) and joined only if the line is written.
+TEXT_FORMAT = "%s-%x %s %s %d %s %.1fms account=%s"
 STATIC_ENDPOINTS = frozenset({"/", "/admin", "/admin/", "/admin/session", "/healthz", "/human", "/metrics",
                               "/worker/v1/claim", "/in.php", "/res.php", "/solve.php"})
 
@@ -60,37 +62,48 @@ class Observer:
 
     def __init__(self) -> None:
         self._prefix = secrets.token_hex(3)
+        self._prefix_bytes = self._prefix.encode()
         self._next: Callable[[], int] = itertools.count(1).__next__
         self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.in_flight: defaultdict[str, int] = defaultdict(int)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read again whether request lines are written (the logger's level), as :meth:`take` does each
+        second: asking the logger on every request would cost more than the rest of the bookkeeping."""
+        self.logging = ACCESS.isEnabledFor(logging.INFO)
 
     def new_id(self) -> str:
         return f"{self._prefix}-{self._next():x}"
 
     async def protocol(self, endpoint: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        """in.php / res.php / solve.php: the endpoint adds the id header and leaves its code in ``scope``."""
+        """in.php / res.php / solve.php: the endpoint adds the id header and leaves its code in ``scope``.
+
+        ``ACCOUNT`` is not reset here: each request runs in a task of its own (uvicorn's, or a test
+        transport's), whose context starts without it."""
         start = time.perf_counter()
-        rid = self.new_id()
-        scope[REQUEST_ID] = rid.encode()
+        number = self._next()
+        scope[REQUEST_ID] = b"%s-%x" % (self._prefix_bytes, number)
         path: str = scope["path"]
-        ACCOUNT.set(None)
-        self.in_flight[path] += 1
+        in_flight = self.in_flight
+        in_flight[path] += 1
         try:
             await endpoint(scope, receive, send)
         finally:
-            self.in_flight[path] -= 1
+            in_flight[path] -= 1
             took = time.perf_counter() - start
             code = scope.get(CODE, "-")
             self.counts[(path, code)] += 1
             self.seconds[path] += took
-            ACCESS.info(TEXT_FORMAT, rid, scope["method"], path, 200, code, took * 1000, ACCOUNT.get())
+            if self.logging:
+                _log_request((self._prefix, number, scope["method"], path, 200, code, took * 1000, ACCOUNT.get()))
 
     async def other(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         """Every other HTTP request (Starlette's): the id header added, the status read as it goes out."""
         start = time.perf_counter()
-        rid = self.new_id()
-        header = (b"x-request-id", rid.encode())
+        number = self._next()
+        header = (b"x-request-id", b"%s-%x" % (self._prefix_bytes, number))
         status = 500  # if the app fails before it answers, the server answers 500
         endpoint = endpoint_of(scope["path"])
 
@@ -110,39 +123,69 @@ class Observer:
             code = str(status)
             self.counts[(endpoint, code)] += 1
             self.seconds[endpoint] += took
-            ACCESS.info(TEXT_FORMAT, rid, scope["method"], endpoint, status, code, took * 1000, None)
+            if self.logging:
+                _log_request((self._prefix, number, scope["method"], endpoint, status, code, took * 1000, None))
 
     def take(self) -> tuple[dict[tuple[str, str], int], dict[str, float], dict[str, int]]:
         """The counts since the last take (and the in-flight numbers now)."""
+        self.refresh()
         counts, seconds = dict(self.counts), dict(self.seconds)
         self.counts.clear()
         self.seconds.clear()
         return counts, seconds, dict(self.in_flight)
 
 
+def _log_request(args: tuple[Any, ...]) -> None:
+    """One request line: a record made and handed to the handlers directly. ``Logger.info`` would also
+    look up the caller's file and line in the stack, most of what a line costs, for nothing: a
+    request line's place in the code is always this one."""
+    ACCESS.handle(ACCESS.makeRecord(ACCESS.name, logging.INFO, __file__, 0, TEXT_FORMAT, args, None))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: a request line's fields by name, any other record as its message."""
 
     def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if record.name == ACCESS.name and isinstance(args, tuple) and len(args) == len(FIELDS) + 1:
+            # Written out by hand: json.dumps of a dict costs several times more, on every request.
+            fields: tuple[Any, ...] = args
+            prefix, number, method, endpoint, status, code, ms, account = fields
+            return (f'{{"time":{record.created:.3f},"level":"info","logger":"{ACCESS.name}",'
+                    f'"request_id":"{prefix}-{number:x}","method":{_quote(str(method))},'
+                    f'"endpoint":{_quote(str(endpoint))},"status":{int(status)},"code":{_quote(str(code))},'
+                    f'"ms":{float(ms):.1f},"account":{"null" if account is None else int(account)}}}')
         entry: dict[str, Any] = {"time": round(record.created, 3), "level": record.levelname.lower(),
-                                 "logger": record.name}
-        if record.name == ACCESS.name and isinstance(record.args, tuple) and len(record.args) == len(FIELDS):
-            entry.update(zip(FIELDS, record.args, strict=True))
-            entry["ms"] = round(float(entry["ms"]), 1)
-        else:
-            entry["message"] = record.getMessage()
-            if record.exc_info:
-                entry["error"] = self.formatException(record.exc_info)
+                                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-12-02T11:39:00.123Z INFO capgate.access: <line>``; the date made once per second."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int(record.msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == ACCESS.name and not record.exc_info:  # the request line, without the general machinery
+            return f"{self.formatTime(record)} INFO {ACCESS.name}: {record.msg % record.args}"
+        return super().format(record)
 
 
 def configure_logging(log_format: str, level: str = "info") -> None:
     """capgate's own log lines (request lines, errors) on stderr, as ``text`` or ``json``, at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("capgate")
     for old in list(root.handlers):
         root.removeHandler(old)
