@@ -20,7 +20,7 @@ WINDOW_S = 900.0  # figures cover the last 15 minutes (results are kept that lon
 MINUTE = 60.0
 GENERIC = "(generic)"  # tasks read by the built-in model or a profile chosen by the image's look
 OCR_METHODS = ("normal",)
-PROFILES_MEMO_S = 30.0  # accuracy reads every reported task: not on every refresh
+PROFILES_MEMO_S = 10.0  # accuracy reads every reported task: not on every refresh
 
 
 def percentile(sorted_values: Sequence[float], share: float) -> float | None:

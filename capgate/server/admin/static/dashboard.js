@@ -75,9 +75,9 @@ function pill(text, kind) { return el("span", { class: `pill ${kind || ""}`, tex
 function table(headers, rows, empty) {
   if (!rows.length) return el("p", { class: "empty", text: empty || "None." });
   return el("table", {},
-    el("thead", {}, el("tr", {}, headers.map(h => el("th", { class: h.num ? "num" : (h.cls || null), text: h.label || h })))),
+    el("thead", {}, el("tr", {}, headers.map(h => el("th", { class: h.cls || (h.num ? "num" : null), text: h.label })))),
     el("tbody", {}, rows.map(cells => el("tr", {}, cells.map((cell, i) =>
-      el("td", { class: headers[i].num ? "num" : (headers[i].cls || null) }, cell))))));
+      el("td", { class: headers[i].cls || (headers[i].num ? "num" : null) }, cell))))));
 }
 
 function card(title, body, wide) {
@@ -127,7 +127,7 @@ function minuteChart(series) {
   const first = new Date(series.start * 1000), last = new Date((series.start + (n - 1) * series.step) * 1000);
   const hm = d => d.toISOString().slice(11, 16);
   chart.append(svg("text", { x: pad, y: height + 15 }, hm(first)));
-  chart.append(svg("text", { x: width - 34, y: height + 15 }, hm(last)));
+  chart.append(svg("text", { x: width, y: height + 15, "text-anchor": "end" }, hm(last)));
   return el("div", {}, chart, el("div", { class: "legend" },
     el("span", {}, el("span", { class: "key solved" }), "solved"),
     el("span", {}, el("span", { class: "key failed" }), "unsolvable")));
@@ -170,20 +170,23 @@ async function overviewView() {
       .map(([label, value, id]) => el("div", { class: "stat", id },
         el("span", { class: "value", text: value }), el("span", { class: "label", text: label }))));
   const queue = barChart(data.queue.map(q => ({ label: `${q.method} (${q.pool})`, value: q.depth })), "#1f6feb");
-  const timing = table([{ label: "Method" }, { label: "Solved", num: true }, { label: "Unsolvable", num: true },
-    { label: "Per minute", num: true }, { label: "p50", num: true }, { label: "p95", num: true }],
+  const timing = table([{ label: "Method" }, { label: "Solved", num: true },
+    { label: "Unsolvable", num: true, cls: "num hide-narrow" }, { label: "Per minute", num: true, cls: "num hide-narrow" },
+    { label: "p50", num: true }, { label: "p95", num: true }],
     data.methods.map(m => [m.method, m.solved, m.unsolvable, m.solved_last_minute, seconds(m.p50), seconds(m.p95)]),
     "No task settled in the last 15 minutes.");
   const accuracy = barChart(data.profiles.filter(p => p.accuracy !== null).map(p => ({
     label: p.name, value: p.accuracy, text: `${Math.round(p.accuracy * 100)}% of ${p.reports_good + p.reports_bad}`,
     color: p.accuracy >= 0.9 ? "#2da44e" : p.accuracy >= 0.7 ? "#bf8700" : "#cf222e" })), "#2da44e");
-  const workers = table([{ label: "Worker" }, { label: "Kind" }, { label: "Serving" }, { label: "Last seen" }],
+  const workers = table([{ label: "Worker" }, { label: "Kind", cls: "hide-narrow" }, { label: "Serving" },
+                         { label: "Last seen" }],
     online.map(w => [el("a", { href: `#/workers`, text: w.name }), w.human ? "person" : "program",
                      w.serving.join(", ") || "–", when(w.last_seen)]), "No worker claimed lately.");
   const accounts = table([{ label: "Account" }, { label: "Balance", num: true }, { label: "Threads" }],
     data.accounts.map(a => [el("a", { href: `#/accounts/${a.id}`, text: `${a.id} · ${a.key_prefix}…` }),
                             `$${a.balance}`, meter(a.working_threads, a.threads)]), "No accounts yet.");
-  const failures = table([{ label: "Task" }, { label: "Method" }, { label: "Code" }, { label: "When" }],
+  const failures = table([{ label: "Task" }, { label: "Method", cls: "hide-narrow" }, { label: "Code" },
+                          { label: "When", cls: "hide-narrow" }],
     data.failures.map(f => [el("a", { href: `#/tasks/${f.id}`, text: f.id }), f.method, f.error || "–",
                             when(f.settled_at)]), "No failures in the last 15 minutes.");
   const bans = table([{ label: "Address" }, { label: "Until" }],
@@ -191,7 +194,7 @@ async function overviewView() {
   mount(el("h1", {}, "Overview", el("span", { class: "updated", text: `updated ${new Date().toLocaleTimeString()}` })),
     stats,
     el("div", { class: "grid" },
-      card("Solves per minute (last 15 minutes)", minuteChart(data.series), true),
+      card("Solves per minute (last 15 minutes)", minuteChart(data.series)),
       card("Queue depth by method", queue),
       card("Time to answer", timing),
       card("OCR accuracy by profile (customers' reports)", accuracy),
@@ -246,7 +249,7 @@ async function accountView(id) {
     await api("PATCH", `accounts/${id}`, { disabled: !account.disabled });
     await accountView(id);
   };
-  const facts = el("dl", { class: "facts" },
+  const facts = el("dl", { class: "facts" }, [
     ["Key", `${account.key_prefix}…`], ["Kind", account.sandbox ? "sandbox" : "live"],
     ["Balance", el("span", { class: "balance", "data-account": account.id, text: `$${account.balance}` })],
     ["Threads in use", meter(account.working_threads, account.threads)],
