@@ -7,6 +7,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -289,3 +290,9 @@ def test_disabling_a_token_ends_its_sessions(host: AppHost) -> None:
         host.run(host.store.set_admin_token_disabled(found.id, True))
         error(client.get(f"{PREFIX}/bans"), 401)
         error(client.get(f"{PREFIX}/bans", headers={"Authorization": f"Bearer {token}"}), 401)
+
+
+def test_the_document_describes_every_operation() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "admin-api.md").read_text(encoding="utf-8")
+    missing = [f"{op.method} {op.path}" for op in OPERATIONS if f"| {op.method} | `{op.path}` |" not in text]
+    assert not missing, f"docs/admin-api.md lacks: {missing}"
