@@ -16,6 +16,7 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import MutableMapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,12 @@ async def measure() -> dict[str, list[float]]:
         scope_in: dict[str, Any] = {"type": "http", "method": "GET", "path": "/in.php", "headers": [],
                                     "query_string": f"key={key}&method=turnstile&sitekey=s&pageurl=https://e.com/"
                                     .encode(), "client": ("127.0.0.1", 5000)}
-        sent: list[dict[str, Any]] = []
+        sent: list[MutableMapping[str, Any]] = []
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             sent.append(message)
 
         await app(scope_in, receive, send)
@@ -76,7 +77,7 @@ async def measure() -> dict[str, list[float]]:
             return took
 
         configure_logging("text")
-        handler = logging.getLogger("capgate").handlers[0]
+        handler = ACCESS.handlers[0]
         assert isinstance(handler, logging.StreamHandler)
         handler.setStream(sink)
         for name in results:  # warm-up

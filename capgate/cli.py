@@ -101,8 +101,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from 127.0.0.1 (or its
     # FORWARDED_ALLOW_IPS); the app reads it itself, from the trusted_proxies setting only.
     # Ctrl-C or SIGTERM: one line, and the OCR pool's processes end with it (server/running.py).
+    # JSON logs: uvicorn's lines go through capgate's handler (configure_logging), not uvicorn's own format.
+    log_config = {"log_config": None} if getattr(args, "log_format", "text") == "json" else {}
     running.run(app, on_stop=app.service.hub.stop, host=settings.host, port=settings.port,
-                log_level=args.log_level, access_log=False,
+                log_level=args.log_level, access_log=False, **log_config,
                 timeout_graceful_shutdown=max(settings.shutdown_grace, 0), proxy_headers=False, **ssl)
     return 0
 

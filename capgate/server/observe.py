@@ -183,12 +183,22 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(log_format: str, level: str = "info") -> None:
-    """capgate's own log lines (request lines, errors) on stderr, as ``text`` or ``json``, at ``level``."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger("capgate")
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
+    """capgate's log lines as ``text`` or ``json``, from ``level`` up: request lines on stdout (where
+    uvicorn would put its access log), every other line on stderr. With ``json``, uvicorn's own lines
+    too, when it is started with ``log_config=None`` (``capgate serve`` does so)."""
+    formatter: logging.Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+
+    def attach(logger: logging.Logger, stream: Any) -> None:
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+    capgate = logging.getLogger("capgate")
+    attach(capgate, sys.stderr)
+    attach(ACCESS, sys.stdout)
+    capgate.setLevel(level.upper())
+    if log_format == "json":
+        attach(logging.getLogger("uvicorn"), sys.stderr)
