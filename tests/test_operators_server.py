@@ -130,3 +130,14 @@ def test_remote_mode_needs_a_token_and_one_target(served: ServerProcess) -> None
     nobody = served.cli("keys", "list", "--server", "http://127.0.0.1:9", "--admin-token", "cga_x", check=False)
     assert nobody.returncode == 2 and "cannot reach the server" in nobody.stderr and "Traceback" not in nobody.stderr
     assert "Traceback" not in no_token.stderr + both.stderr
+
+
+def test_the_secret_pattern_finds_keys_and_tokens() -> None:
+    """The check every suite server's log goes through (tests/serverproc.py) would see one."""
+    from tests.serverproc import SECRET
+
+    for leaked in ("key=3f6c0e6d2b8a4f1e9c7d5b3a1f0e2d4c", "Bearer cgw_" + "a1" * 20, "token cga_" + "0f" * 20):
+        assert SECRET.search(leaked), leaked
+    for fine in ("a15adc-4 GET /res.php 200 CAPCHA_NOT_READY 0.3ms account=1", "sha256 " + "ab" * 32,
+                 "task 48213377120"):
+        assert not SECRET.search(fine), fine
