@@ -89,7 +89,11 @@ async def test_dashboard_figures(store: Store) -> None:
     assert await store.settled_since(T0 + 9) == recent[:1]
     assert {s.id for s in await store.settled_of([solved, failed, 42])} == {solved, failed}
     assert await store.settled_of([]) == []
-    assert await store.ledger_totals() == {"topup": (1, 5_000), "charge": (1, -100)}
+    totals, last = await store.ledger_totals()
+    assert totals == {"topup": (1, 5_000), "charge": (1, -100)}
+    assert await store.ledger_totals(last) == ({}, last)  # nothing after the last entry
+    await store.topup(alice.id, 7, "more")
+    assert await store.ledger_totals(last) == ({"topup": (1, 7)}, last + 1)
 
     worker = await store.create_worker("bot", "wh", "cgw_bot0", ["turnstile"], False)
     await store.worker_seen(worker.id, ["turnstile"], T0 + 20)

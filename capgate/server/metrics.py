@@ -124,9 +124,10 @@ class Metrics:
             self.tasks.labels(task.method, outcome).inc()
             self.time_to_answer.labels(task.method, outcome).observe(max(task.took, 0.0))
 
-    async def render(self, store: Store, worker_presence_s: float) -> bytes:
-        """The exposition: this process's (or every process's) series, then the store's."""
-        snapshot = await StoreSnapshot.read(store, worker_presence_s)
+    async def render(self, store: Store, worker_presence_s: float, ledger: dict[str, tuple[int, int]]) -> bytes:
+        """The exposition: this process's (or every process's) series, then the store's (``ledger``: the
+        ledger's totals by kind, kept running by the caller)."""
+        snapshot = await StoreSnapshot.read(store, worker_presence_s, ledger)
         extra = CollectorRegistry(auto_describe=False)
         extra.register(snapshot)
         return generate_latest(self.registry) + generate_latest(extra)
@@ -144,7 +145,7 @@ class StoreSnapshot(Collector):
         self.balance = 0
 
     @staticmethod
-    async def read(store: Store, worker_presence_s: float) -> StoreSnapshot:
+    async def read(store: Store, worker_presence_s: float, ledger: dict[str, tuple[int, int]]) -> StoreSnapshot:
         snap = StoreSnapshot()
         now = time.time()
         snap.queue = await store.queue_depth()
@@ -156,7 +157,7 @@ class StoreSnapshot(Collector):
             for method in w.serving:
                 snap.workers_online[method] = snap.workers_online.get(method, 0) + 1
         snap.workers_online["any"] = sum(1 for w in seen if not w.worker.disabled and w.serving)
-        snap.ledger = await store.ledger_totals()
+        snap.ledger = ledger
         accounts = await store.list_accounts()
         snap.accounts = len(accounts)
         snap.balance = sum(a.balance for a in accounts)

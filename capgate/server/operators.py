@@ -36,6 +36,9 @@ class ObservedTasks:
         self.service = service
         self.observer = observer
         self._settled: list[int] = []
+        self._ledger: dict[str, tuple[int, int]] = {}
+        self._ledger_last = 0
+        self._ledger_lock = asyncio.Lock()  # two scrapes at once must not both add the same entries
 
     def settled(self, task_id: int) -> None:
         self._settled.append(task_id)  # on the settle path: nothing more
@@ -48,6 +51,17 @@ class ObservedTasks:
         ids, self._settled = self._settled, []
         for start in range(0, len(ids), READ_AT_ONCE):
             registry.count_settled(await self.service.store.settled_of(ids[start:start + READ_AT_ONCE]))
+
+    async def ledger(self) -> dict[str, tuple[int, int]]:
+        """Ledger totals by kind, kept running: each scrape reads only the entries added since the last
+        (the ledger grows by an entry per charge; summing all of it on every scrape would not last)."""
+        async with self._ledger_lock:
+            added, last = await self.service.store.ledger_totals(self._ledger_last)
+            for kind, (n, total) in added.items():
+                seen, summed = self._ledger.get(kind, (0, 0))
+                self._ledger[kind] = (seen + n, summed + total)
+            self._ledger_last = last
+            return dict(self._ledger)
 
     async def run(self) -> None:
         while True:
@@ -76,7 +90,7 @@ def operator_routes(service: Service, observed: ObservedTasks) -> list[BaseRoute
             return PlainTextResponse("metrics are open to the addresses of CAPGATE_METRICS_ALLOW only\n",
                                      status_code=403)
         await observed.flush()
-        body = await metrics().render(service.store, service.settings.worker_presence)
+        body = await metrics().render(service.store, service.settings.worker_presence, await observed.ledger())
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return [Route("/metrics", metrics_endpoint), *landing_routes(), *admin_routes(service)]

@@ -319,9 +319,12 @@ class Store(abc.ABC):
             return []
         return [Settled.from_row(r) for r in await self._read(scripts.settled_of(task_ids))]
 
-    async def ledger_totals(self) -> dict[str, tuple[int, int]]:
-        """By ledger kind: (entries, sum of amounts in micro-dollars)."""
-        return {r["kind"]: (int(r["n"]), int(r["total"])) for r in await self._read(scripts.ledger_totals())}
+    async def ledger_totals(self, after_id: int = 0) -> tuple[dict[str, tuple[int, int]], int]:
+        """By ledger kind: (entries, sum of amounts in micro-dollars), of the entries after ``after_id``;
+        and the last entry's id, from which a caller keeping running totals asks next time."""
+        found = await self._read(scripts.ledger_totals(after_id))
+        last = max((int(r["last"]) for r in found), default=after_id)
+        return {r["kind"]: (int(r["n"]), int(r["total"])) for r in found}, last
 
     async def workers_seen(self, since: float) -> list[WorkerSeen]:
         """Every worker token, with when it last claimed and what it served after ``since``."""

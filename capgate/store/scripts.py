@@ -577,9 +577,10 @@ def settled_of(task_ids: Sequence[int]) -> Stmt:
                 f" WHERE id IN ({marks(len(task_ids))}) AND state IN ('solved', 'unsolvable')", *task_ids)
 
 
-def ledger_totals() -> Stmt:
-    return rows("SELECT kind, COUNT(*) AS n, CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS total FROM ledger"
-                " GROUP BY kind")
+def ledger_totals(after_id: int) -> Stmt:
+    """Entries, sums and the last id by kind, of the entries after ``after_id`` (0: all of them)."""
+    return rows("SELECT kind, COUNT(*) AS n, CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS total, MAX(id) AS last"
+                " FROM ledger WHERE id > ? GROUP BY kind", after_id)
 
 
 def workers_seen() -> Stmt:

@@ -38,7 +38,7 @@ from capgate.server.admin.auth import (
     csrf_of,
     start_session,
 )
-from capgate.server.admin.figures import ProfileFigures, account_json, overview, worker_json
+from capgate.server.admin.figures import OVERVIEW_MEMO_S, ProfileFigures, account_json, overview, worker_json
 from capgate.server.service import Service
 from capgate.settings import Settings
 from capgate.solvers.ocr.profile import list_profiles, valid_profile_name
@@ -265,6 +265,7 @@ class AdminApi:
         self.store = service.store
         self.settings = service.settings
         self.profiles = ProfileFigures(service.settings)
+        self._overview: tuple[float, Any] = (0.0, None)
 
     async def _account(self, account_id: int) -> Account:
         account = await self.store.get_account(account_id)
@@ -286,7 +287,11 @@ class AdminApi:
 
     # ---- figures
     async def get_overview(self, call: Call) -> Any:
-        return await overview(self.store, self.settings, self.profiles)
+        made_at, figures = self._overview
+        if figures is None or time.monotonic() - made_at > OVERVIEW_MEMO_S:
+            figures = await overview(self.store, self.settings, self.profiles)
+            self._overview = (time.monotonic(), figures)
+        return figures
 
     # ---- accounts
     async def list_accounts(self, call: Call) -> Any:
