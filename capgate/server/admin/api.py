@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from capgate.keys import KEY_LENGTH, PREFIX_LENGTH, TOKEN_PREFIX, hash_secret, new_key
-from capgate.money import usd_to_micros
+from capgate.keys import PREFIX_LENGTH, TOKEN_PREFIX, hash_secret, new_key
+from capgate.money import micros_to_usd, usd_to_micros
 from capgate.protocol.methods import BY_NAME
 from capgate.server.admin.auth import (
     CSRF_HEADER,
@@ -153,8 +153,6 @@ OPERATIONS: tuple[Operation, ...] = (
 
 
 def ledger_json(entry: LedgerEntry) -> dict[str, Any]:
-    from capgate.money import micros_to_usd
-
     return {"id": entry.id, "account_id": entry.account_id, "task_id": str(entry.task_id) if entry.task_id else None,
             "kind": entry.kind.value, "amount": micros_to_usd(entry.amount), "amount_micros": entry.amount,
             "balance_after": micros_to_usd(entry.balance_after), "created_at": entry.created_at, "note": entry.note}
@@ -542,4 +540,4 @@ def admin_routes(service: Service) -> list[BaseRoute]:
             Route("/admin/session", session, methods=["GET", "POST", "DELETE"])]
 
 
-__all__ = ["CSRF_HEADER", "KEY_LENGTH", "OPERATIONS", "PREFIX", "AdminApi", "Operation", "admin_routes"]
+__all__ = ["CSRF_HEADER", "OPERATIONS", "PREFIX", "AdminApi", "Operation", "admin_routes"]
