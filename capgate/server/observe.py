@@ -139,7 +139,7 @@ def _log_request(args: tuple[Any, ...]) -> None:
     """One request line: a record made and handed to the handlers directly. ``Logger.info`` would also
     look up the caller's file and line in the stack, most of what a line costs, for nothing: a
     request line's place in the code is always this one."""
-    ACCESS.handle(ACCESS.makeRecord(ACCESS.name, logging.INFO, __file__, 0, TEXT_FORMAT, args, None))
+    ACCESS.handle(ACCESS.makeRecord(ACCESS.name, logging.INFO, "", 0, TEXT_FORMAT, args, None))
 
 
 class JsonFormatter(logging.Formatter):
