@@ -3,8 +3,8 @@
 The ASGI app is called directly (no HTTP, no server) for ``res.php?action=get`` of a pending task, the
 hot path's commonest request, in three ways: without the observer (the baseline), with it and no log
 handler (``--log-level warning``: the logger call returns at once), and with it writing every request
-line as text to a null stream. Rounds alternate between the ways so that drift hits them alike, and each is timed in this process's
-CPU time, which other processes on a busy machine do not inflate.
+line as text to a null stream. Rounds alternate between the ways so that drift hits them alike, and
+each is timed in this process's CPU time, which other processes on a busy machine do not inflate.
 
 Run: ``python -m bench.observe_cost`` (about 5 s).
 """
