@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import logging
 import statistics
 import tempfile
@@ -93,7 +94,11 @@ async def measure() -> dict[str, list[float]]:
 
 
 def main() -> int:
-    results = asyncio.run(measure())
+    try:
+        results = asyncio.run(measure())
+    finally:
+        for folder in Path(tempfile.gettempdir()).glob("capgate-observe-*"):
+            shutil.rmtree(folder, ignore_errors=True)
     # The fastest round of each is its own cost with the least interference from other processes
     # (on a shared machine the medians drift by more than what is measured).
     base, base_median = min(results["bare"]), statistics.median(results["bare"])
