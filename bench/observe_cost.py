@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
 import logging
+import shutil
 import statistics
 import tempfile
 import time
