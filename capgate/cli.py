@@ -14,23 +14,25 @@ import faulthandler
 import io
 import ipaddress
 import os
-import secrets
 import signal
 import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from capgate.cliargs import CliError, add_db_option, whole_number
-from capgate.keys import KEY_LENGTH, PREFIX_LENGTH, TOKEN_PREFIX, hash_secret, new_key
+from capgate.keys import hash_secret
 from capgate.money import micros_to_usd, usd_to_micros
 from capgate.paths import database_url, missing_folder
 from capgate.protocol.methods import BY_NAME
 from capgate.settings import Settings, from_env
 from capgate.store.base import Store
-from capgate.store.models import Account, WorkerToken
+
+if TYPE_CHECKING:
+    from capgate.manage import Manager
+from capgate.store.models import Account, AdminToken, WorkerToken
 
 T = TypeVar("T")
 Command = Callable[[argparse.Namespace], int]
@@ -40,7 +42,7 @@ _EXTRA_REGISTRARS = ("capgate.workers.command", "capgate.client.command", "capga
 # Far beyond any real account, well inside SQLite's 64-bit integers (balances are micro-dollars).
 MAX_USD = Decimal(1_000_000_000)
 MAX_THREADS = 1_000_000
-TOKEN_SHOWN = 8  # characters of a worker token kept beside its hash, to tell tokens apart in a list
+TOKEN_SHOWN = 8  # characters of a token kept beside its hash, to tell tokens apart in a list
 
 
 def _usd(text: str) -> Decimal:
@@ -86,10 +88,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from capgate.server import running
-
     # Granian serves (capgate/server/running.py); X-Forwarded-For is read by the app itself, from the
     # trusted_proxies setting only. Ctrl-C or SIGTERM: one line, and every process ends with it.
-    running.run(settings_from(args), log_level=args.log_level)
+    running.run(settings_from(args), log_level=args.log_level, log_format=getattr(args, "log_format", "text"))
     return 0
 
 
@@ -103,11 +104,32 @@ def _describe(account: Account) -> str:
             f"balance={micros_to_usd(account.balance):<10}  {state}")
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
+def with_manager(args: argparse.Namespace, fn: Callable[[Manager], Awaitable[T]]) -> T:
+    """Run ``fn`` on the database (``--db``) or, with ``--server`` and an admin token, on a remote
+    server through its admin API: the management commands are written once, against :class:`Manager`."""
+    from capgate.manage import LocalManager, RemoteManager
+
+    explicit = getattr(args, "server", None) or ""
+    token = getattr(args, "admin_token", None) or os.environ.get("CAPGATE_ADMIN_TOKEN", "")
+    server = explicit or (os.environ.get("CAPGATE_SERVER", "") if token and not getattr(args, "db", None) else "")
+    if server:
+        if not token:
+            raise CliError("--server needs an admin token: --admin-token T or CAPGATE_ADMIN_TOKEN "
+                           "(made on the server with: capgate admin-tokens create NAME)")
+        if explicit and getattr(args, "db", None):
+            raise CliError("give --db (this machine's database) or --server (a remote one), not both")
+
+        async def remote() -> T:
+            async with RemoteManager.connect(server, token.strip()) as client:
+                return await fn(RemoteManager(client))
+        return asyncio.run(remote())
     settings = settings_from(args)
-    key = new_key()
-    account = with_store(settings, lambda store: store.create_account(
-        hash_secret(key), key[:PREFIX_LENGTH], args.threads, usd_to_micros(args.balance), args.sandbox))
+    return with_store(settings, lambda store: fn(LocalManager(store, settings)))
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    account, key = with_manager(args, lambda m: m.create_account(args.threads, usd_to_micros(args.balance),
+                                                                 args.sandbox))
     print(f"created account {account.id} ({'sandbox' if account.sandbox else 'live'}, "
           f"threads={account.threads}, balance={micros_to_usd(account.balance)} USD)", file=sys.stderr)
     print("the key is shown only now; capgate stores only its hash", file=sys.stderr)
@@ -116,7 +138,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    accounts = with_store(settings_from(args), lambda store: store.list_accounts())
+    accounts = with_manager(args, lambda m: m.list_accounts())
     for account in accounts:
         print(_describe(account))
     if not accounts:
@@ -124,51 +146,30 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _find(store: Store, ident: str) -> Account:
-    """An account by id, by its full key, or by a unique key prefix (as ``keys list`` shows it).
-
-    A full key never falls back to its prefix: a mistyped key must not reach another account."""
-    if len(ident) == KEY_LENGTH:
-        account = await store.account_by_key_hash(hash_secret(ident))
-        if account is not None:
-            return account
-        raise CliError("no single account matches that key")
-    if ident.isdigit() and len(ident) < PREFIX_LENGTH:
-        for account in await store.list_accounts():
-            if account.id == int(ident):
-                return account
-    prefix = ident.rstrip("…")
-    matches = await store.account_by_prefix(prefix) if 4 <= len(prefix) <= PREFIX_LENGTH else []
-    if len(matches) == 1:
-        return matches[0]
-    raise CliError(f"no single account matches {ident!r} (use the id from 'capgate keys list' or the key)")
-
-
 def cmd_keys_topup(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> Account:
-        account = await _find(store, args.account)
-        return await store.topup(account.id, usd_to_micros(args.amount), args.note)
+    async def run(m: Manager) -> Account:
+        account = await m.find_account(args.account)
+        return await m.topup(account.id, usd_to_micros(args.amount), args.note)
 
-    account = with_store(settings_from(args), run)
-    print(_describe(account))
+    print(_describe(with_manager(args, run)))
     return 0
 
 
 def cmd_keys_disable(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> Account:
-        account = await _find(store, args.account)
-        return await store.update_account(account.id, disabled=not args.enable)
+    async def run(m: Manager) -> Account:
+        account = await m.find_account(args.account)
+        return await m.update_account(account.id, disabled=not args.enable)
 
-    print(_describe(with_store(settings_from(args), run)))
+    print(_describe(with_manager(args, run)))
     return 0
 
 
 def cmd_keys_threads(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> Account:
-        account = await _find(store, args.account)
-        return await store.update_account(account.id, threads=args.threads)
+    async def run(m: Manager) -> Account:
+        account = await m.find_account(args.account)
+        return await m.update_account(account.id, threads=args.threads)
 
-    print(_describe(with_store(settings_from(args), run)))
+    print(_describe(with_manager(args, run)))
     return 0
 
 
@@ -201,30 +202,18 @@ def _account_settings(args: argparse.Namespace) -> dict[str, object]:
     return changes
 
 
-def _require_profile(settings: Settings, name: str) -> None:
-    """``keys set --profile`` names a profile the OCR can load (trained, beside the database), not a typo
-    that would quietly leave the account on the generic model."""
-    from capgate.paths import profiles_dir
-    from capgate.solvers.ocr.profile import list_profiles
-
-    root = profiles_dir(settings.db)
-    known = [profile.name for profile in list_profiles(root)]
-    if name not in known:
-        raise CliError(f"--profile: no trained profile {name!r} in {root} (there: {', '.join(known) or 'none'}); "
-                       f"train it first: capgate train DATA_DIR --profile {name}")
-
-
 def cmd_keys_set(args: argparse.Namespace) -> int:
     changes = _account_settings(args)
-    settings = settings_from(args)
-    if isinstance(changes.get("profile"), str):
-        _require_profile(settings, str(changes["profile"]))
 
-    async def run(store: Store) -> Account:
-        account = await _find(store, args.account)
-        return await store.update_account(account.id, settings=changes)
+    async def run(m: Manager) -> Account:
+        # keys set --profile names a profile the OCR can load (trained, beside the database), not a typo
+        # that would quietly leave the account on the generic model.
+        if isinstance(changes.get("profile"), str):
+            await m.check_profile(str(changes["profile"]))
+        account = await m.find_account(args.account)
+        return await m.update_account(account.id, settings=changes)
 
-    account = with_store(settings, run)
+    account = with_manager(args, run)
     print(_describe(account))
     shown = {name: value for name, value in account.settings.items() if value is not None}
     print("settings: " + (", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none"))
@@ -250,63 +239,40 @@ def _describe_worker(worker: WorkerToken) -> str:
 
 
 def cmd_workers_create(args: argparse.Namespace) -> int:
-    token = TOKEN_PREFIX + secrets.token_hex(20)
-    worker = with_store(settings_from(args), lambda store: store.create_worker(
-        args.name, hash_secret(token), token[:TOKEN_SHOWN], args.methods, args.human))
+    worker, token = with_manager(args, lambda m: m.create_worker(args.name, args.methods, args.human))
     print(f"created worker {worker.id} ({worker.name}); the token is shown only now", file=sys.stderr)
     print(token)
     return 0
 
 
 def cmd_workers_list(args: argparse.Namespace) -> int:
-    for worker in with_store(settings_from(args), lambda store: store.list_workers()):
+    for worker in with_manager(args, lambda m: m.list_workers()):
         print(_describe_worker(worker))
     return 0
-
-
-async def _find_worker(store: Store, ident: str) -> WorkerToken:
-    """A worker token by id, by name (if only one has it), or by the token itself."""
-    if ident.startswith(TOKEN_PREFIX) and len(ident) > TOKEN_SHOWN:
-        worker = await store.worker_by_token_hash(hash_secret(ident))
-        if worker is not None:
-            return worker
-        raise CliError("no worker token matches that token")
-    workers = await store.list_workers()
-    if ident.isdigit():
-        for worker in workers:
-            if worker.id == int(ident):
-                return worker
-    named = [worker for worker in workers if worker.name == ident]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        ids = ", ".join(str(worker.id) for worker in named)
-        raise CliError(f"{len(named)} worker tokens are named {ident!r} (ids {ids}); give the id")
-    raise CliError(f"no worker token {ident!r} (see 'capgate workers list')")
 
 
 def cmd_workers_disable(args: argparse.Namespace) -> int:
     """Disable or enable a token: every capgate process reads the token on each worker API call, so
     a disabled one is refused (401) from its next call, and its methods stop counting as served."""
-    async def run(store: Store) -> WorkerToken:
-        worker = await _find_worker(store, args.worker)
-        changed = await store.set_worker_disabled(worker.id, args.disable)
+    async def run(m: Manager) -> WorkerToken:
+        worker = await m.find_worker(args.worker)
+        changed = await m.set_worker_disabled(worker.id, args.disable)
         if changed is None:
             raise CliError(f"worker token {worker.id} is gone")
         return changed
 
-    print(_describe_worker(with_store(settings_from(args), run)))
+    print(_describe_worker(with_manager(args, run)))
     return 0
 
 
 def cmd_workers_delete(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> WorkerToken:
-        worker = await _find_worker(store, args.worker)
-        if not await store.delete_worker(worker.id):
+    async def run(m: Manager) -> WorkerToken:
+        worker = await m.find_worker(args.worker)
+        if not await m.delete_worker(worker.id):
             raise CliError(f"worker token {worker.id} is gone")
         return worker
 
-    worker = with_store(settings_from(args), run)
+    worker = with_manager(args, run)
     print(f"deleted worker token {worker.id} ({worker.name}); a task it held goes back to the queue when "
           "its lease runs out")
     return 0
@@ -316,8 +282,8 @@ def cmd_workers_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_bans_list(args: argparse.Namespace) -> int:
+    bans = with_manager(args, lambda m: m.bans())
     now = time.time()
-    bans = with_store(settings_from(args), lambda store: store.bans(now))
     for address, until in bans:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(until))
         print(f"{address:<39}  until {stamp} UTC  ({max(0, round(until - now))} s left)")
@@ -330,10 +296,73 @@ def cmd_bans_lift(args: argparse.Namespace) -> int:
     address = args.address.strip()
     with contextlib.suppress(ValueError):
         address = str(ipaddress.ip_address(address))  # as the server records it
-    if not with_store(settings_from(args), lambda store: store.lift_ban(address)):
+    if not with_manager(args, lambda m: m.lift_ban(address)):
         raise CliError(f"{address} is not banned (see 'capgate bans list')")
     print(f"lifted the ban on {address}")
     return 0
+
+
+# ------------------------------------------------------------------------------------------ admin tokens
+
+
+def _describe_admin(token: AdminToken) -> str:
+    state = "disabled" if token.disabled else "active"
+    made = time.strftime("%Y-%m-%d %H:%M", time.gmtime(token.created_at))
+    return f"{token.id:>5}  {token.token_prefix}…  {token.name:<20} created {made} UTC  {state}"
+
+
+def cmd_admin_tokens_create(args: argparse.Namespace) -> int:
+    from capgate.keys import new_admin_token
+
+    name = args.name.strip()
+    if not name or len(name) > 100:
+        raise CliError("an admin token's name: 1 to 100 characters")
+    token = new_admin_token()
+    made = with_store(settings_from(args), lambda store: store.create_admin_token(
+        name, hash_secret(token), token[:TOKEN_SHOWN], time.time()))
+    print(f"created admin token {made.id} ({made.name}) for the admin API and the dashboard (/admin); "
+          "the token is shown only now", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_admin_tokens_list(args: argparse.Namespace) -> int:
+    tokens = with_store(settings_from(args), lambda store: store.list_admin_tokens())
+    for token in tokens:
+        print(_describe_admin(token))
+    if not tokens:
+        print("no admin tokens yet: capgate admin-tokens create NAME", file=sys.stderr)
+    return 0
+
+
+def cmd_admin_tokens_disable(args: argparse.Namespace) -> int:
+    """Disable (or enable) an admin token: refused from its next call, its dashboard sessions ended."""
+    async def run(store: Store) -> AdminToken:
+        tokens = await store.list_admin_tokens()
+        found = [t for t in tokens if (args.token.isdigit() and t.id == int(args.token)) or t.name == args.token]
+        if args.token.startswith("cga_"):
+            match = await store.admin_token_by_hash(hash_secret(args.token))
+            found = [match] if match is not None else []
+        if len(found) != 1:
+            which = "no admin token" if not found else f"{len(found)} admin tokens are named"
+            raise CliError(f"{which} {args.token!r} (see 'capgate admin-tokens list'; give the id)")
+        changed = await store.set_admin_token_disabled(found[0].id, not args.enable)
+        if changed is None:
+            raise CliError(f"admin token {found[0].id} is gone")
+        return changed
+
+    print(_describe_admin(with_store(settings_from(args), run)))
+    return 0
+
+
+def add_remote_options(parser: argparse.ArgumentParser) -> None:
+    """``--db`` for this machine's database, or ``--server`` and ``--admin-token`` for a remote one."""
+    add_db_option(parser)
+    parser.add_argument("--server", default=None, help="manage a remote capgate through its admin API instead of a "
+                        "database (default: $CAPGATE_SERVER when an admin token is set)")
+    parser.add_argument("--admin-token", dest="admin_token", default=None,
+                        help="the remote server's admin token (default $CAPGATE_ADMIN_TOKEN; made there with "
+                             "capgate admin-tokens create NAME)")
 
 
 # ------------------------------------------------------------------------------------------ parser
@@ -369,36 +398,40 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker processes serving the port (default 1; see docs/deploy.md)")
     serve.add_argument("--log-level", dest="log_level", default=os.environ.get("CAPGATE_LOG_LEVEL", "info"),
                        help="critical, error, warning, info (the default, or $CAPGATE_LOG_LEVEL) or debug")
+    serve.add_argument("--log-format", dest="log_format", choices=("text", "json"),
+                       default=os.environ.get("CAPGATE_LOG_FORMAT", "text"),
+                       help="capgate's log lines, one per request among them: text (the default, or "
+                            "$CAPGATE_LOG_FORMAT) or json, one object per line")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API keys (accounts)").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create an account; prints its key alone on the last line")
-    add_db_option(create)
+    add_remote_options(create)
     create.add_argument("--sandbox", action="store_true", help="answered by the built-in sandbox worker")
     create.add_argument("--threads", type=whole_number(1, MAX_THREADS), default=5)
     create.add_argument("--balance", type=_usd, default=Decimal(0), help="initial balance in USD")
     create.set_defaults(func=cmd_keys_create)
     listing = keys.add_parser("list", help="list accounts")
-    add_db_option(listing)
+    add_remote_options(listing)
     listing.set_defaults(func=cmd_keys_list)
     topup = keys.add_parser("topup", help="add USD to an account's balance")
-    add_db_option(topup)
+    add_remote_options(topup)
     topup.add_argument("account", help="account id, key, or key prefix")
     topup.add_argument("amount", type=_usd)
     topup.add_argument("--note", default="topup")
     topup.set_defaults(func=cmd_keys_topup)
     disable = keys.add_parser("disable", help="disable (or --enable) an account")
-    add_db_option(disable)
+    add_remote_options(disable)
     disable.add_argument("account")
     disable.add_argument("--enable", action="store_true")
     disable.set_defaults(func=cmd_keys_disable)
     threads = keys.add_parser("threads", help="set an account's thread cap")
-    add_db_option(threads)
+    add_remote_options(threads)
     threads.add_argument("account")
     threads.add_argument("threads", type=whole_number(1, MAX_THREADS))
     threads.set_defaults(func=cmd_keys_threads)
     setting = keys.add_parser("set", help="per-account settings")
-    add_db_option(setting)
+    add_remote_options(setting)
     setting.add_argument("account")
     setting.add_argument("--human-threshold", dest="human_threshold", default=None,
                          help="OCR answers below this confidence go to human workers (0-1, or off)")
@@ -411,35 +444,50 @@ def build_parser() -> argparse.ArgumentParser:
     workers = sub.add_parser("workers", help="worker tokens for the worker API").add_subparsers(
         dest="workers_command", required=True)
     create = workers.add_parser("create", help="create a worker token; prints it alone on the last line")
-    add_db_option(create)
+    add_remote_options(create)
     create.add_argument("name")
     create.add_argument("--methods", type=_methods, default=[], help="comma-separated; default: any method")
     create.add_argument("--human", action="store_true", help="a person (human-solver page): also gets "
                                                              "low-confidence OCR tasks")
     create.set_defaults(func=cmd_workers_create)
     listing = workers.add_parser("list", help="list worker tokens")
-    add_db_option(listing)
+    add_remote_options(listing)
     listing.set_defaults(func=cmd_workers_list)
     for name, disabling, text in (("disable", True, "refuse a token from its next call, on every process"),
                                   ("enable", False, "accept a disabled token again")):
         toggle = workers.add_parser(name, help=text)
-        add_db_option(toggle)
+        add_remote_options(toggle)
         toggle.add_argument("worker", help="the token's id or name (capgate workers list), or the token")
         toggle.set_defaults(func=cmd_workers_disable, disable=disabling)
     delete = workers.add_parser("delete", help="delete a worker token")
-    add_db_option(delete)
+    add_remote_options(delete)
     delete.add_argument("worker", help="the token's id or name (capgate workers list), or the token")
     delete.set_defaults(func=cmd_workers_delete)
 
     bans = sub.add_parser("bans", help="addresses banned for wrong keys").add_subparsers(
         dest="bans_command", required=True)
     listing = bans.add_parser("list", help="list banned addresses and when each ban ends")
-    add_db_option(listing)
+    add_remote_options(listing)
     listing.set_defaults(func=cmd_bans_list)
     lift = bans.add_parser("lift", help="lift an address's ban now")
-    add_db_option(lift)
+    add_remote_options(lift)
     lift.add_argument("address")
     lift.set_defaults(func=cmd_bans_lift)
+
+    admin = sub.add_parser("admin-tokens", help="admin tokens for the admin API and the dashboard (/admin)") \
+        .add_subparsers(dest="admin_command", required=True)
+    create = admin.add_parser("create", help="create an admin token; prints it alone on the last line")
+    add_db_option(create)
+    create.add_argument("name", help="who or what uses it, e.g. alice or grafana")
+    create.set_defaults(func=cmd_admin_tokens_create)
+    listing = admin.add_parser("list", help="list admin tokens")
+    add_db_option(listing)
+    listing.set_defaults(func=cmd_admin_tokens_list)
+    disable = admin.add_parser("disable", help="refuse an admin token (or --enable it again); ends its sessions")
+    add_db_option(disable)
+    disable.add_argument("token", help="the token's id or name (capgate admin-tokens list), or the token")
+    disable.add_argument("--enable", action="store_true")
+    disable.set_defaults(func=cmd_admin_tokens_disable)
 
     import importlib
 

@@ -27,3 +27,10 @@ def hash_secret(secret: str) -> str:
 
 def well_formed(key: str) -> bool:
     return len(key) == KEY_LENGTH and key.isascii() and key.isalnum()
+
+
+ADMIN_TOKEN_PREFIX = "cga_"  # admin tokens (the admin API and dashboard): never a key's or a worker token's shape
+
+
+def new_admin_token() -> str:
+    return ADMIN_TOKEN_PREFIX + secrets.token_hex(20)

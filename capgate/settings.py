@@ -107,6 +107,10 @@ class Settings:
     # (0: no limit, the default; an operator who sells may set e.g. 0.1).
     refund_budget: float = 0.0
 
+    # Who may read /metrics (comma-separated addresses or networks): this machine only by default;
+    # "0.0.0.0/0,::/0" opens it to every address.
+    metrics_allow: str = "127.0.0.0/8,::1"
+
     # Per-method prices in USD, "normal=0.001,recaptcha_v2=0.002"; unset methods use the registry's.
     prices: str = ""
 
@@ -183,6 +187,7 @@ def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Setting
         raise ValueError("CAPGATE_THREAD_CAP_CODE: ERROR_ZERO_BALANCE or ERROR_NO_SLOT_AVAILABLE")
     for name in ("ban_exempt", "trusted_proxies", "pingback_allow"):
         parse_networks(getattr(settings, name), f"CAPGATE_{name.upper()}")
+    parse_networks(settings.metrics_allow, "CAPGATE_METRICS_ALLOW")
     if not 0 <= settings.refund_budget <= 1:
         raise ValueError("CAPGATE_REFUND_BUDGET: a share from 0 (no limit) to 1")
     if settings.pingback_hosts_max < 0:

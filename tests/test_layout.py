@@ -33,6 +33,7 @@ RANKS: dict[str, int] = {
     # Leaf utilities: import nothing of capgate, so anyone may import them.
     "paths": 1,
     "waiting": 1,
+    "manage": 5,  # keys, worker tokens and bans on a database or through a server's admin API
     "cliargs": 1,
     "keys": 1,
     "imageformat": 1,

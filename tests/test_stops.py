@@ -7,7 +7,7 @@ too); ``kill``, ``docker stop`` and ``systemctl stop`` send SIGTERM to the main 
 the whole group as well. The signal goes in right after the process is ready, while its OCR process
 is still loading its models: the moment when a stop once printed tracebacks from the pool and took
 9.4 s. A server stops with long-polls open (a client's ``wait=N``, a remote worker's claim): they are
-answered as the stop begins, not cut with a traceback once uvicorn's grace runs out.
+answered as the stop begins, not cut with a traceback once the server's grace runs out.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def stop_and_check(launched: Launched, how: str, signum: signal.Signals, command
     name = "Ctrl-C" if signum == signal.SIGINT else signum.name
     assert launched.err.read_bytes()[before:].decode() == f"{command}: stopping ({name})\n", text
     # Ctrl-C: 0 (or 130); SIGTERM: 0, or killed by its own SIGTERM raised again once it has stopped
-    # (uvicorn's way of telling a supervisor how it ended).
+    # (a server's way of telling a supervisor how it ended).
     assert launched.process.returncode in (0, 130, -signal.SIGTERM), (launched.process.returncode, text)
 
 
@@ -177,7 +177,7 @@ def test_capgate_serve_stops_with_its_ocr_pool(tmp_path: Path, how: str, signum:
     env = {**os.environ, "CAPGATE_DB": str(tmp_path / "capgate.db"), "CAPGATE_OCR_PROCESSES": "1"}
     key = cli(env, "keys", "create", "--sandbox")
     token = cli(env, "workers", "create", "box", "--methods", "turnstile")
-    # The default log level: uvicorn's own shutdown messages must not add to the one line.
+    # The default log level: the HTTP server's own shutdown messages must not add to the one line.
     with launch(["serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path) as served:
         deadline = time.monotonic() + START_S
         while True:

@@ -22,8 +22,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capgate.protocol import wire
-from capgate.protocol.codes import C
+from capgate.protocol.codes import CODES, C
 from capgate.server.admission import Admission
+from capgate.server.observe import CODE, REQUEST_ID, Observer
+from capgate.server.operators import ObservedTasks, operator_routes
 from capgate.server.params import (
     BadParameters,
     BadUpload,
@@ -172,6 +174,11 @@ def _protocol_endpoint(service: Service, admission: Admission, name: str, too_bi
         headers = [(b"content-type", media_type.encode())]
         if cors:
             headers.append((b"access-control-allow-origin", b"*"))
+        # For the request's log line and count: the protocol's code (a worker's own error text counts as OTHER).
+        scope[CODE] = "OK" if reply.status else reply.plain if reply.plain in CODES else "OTHER"
+        request_id = scope.get(REQUEST_ID)
+        if request_id is not None:
+            headers.append((b"x-request-id", request_id))
         await _respond(send, 200, content, headers)
 
     return endpoint
@@ -193,6 +200,8 @@ class ProtocolApp:
             "/solve.php": _protocol_endpoint(service, admission, "solve", C.TOO_BIG_CAPTCHA_FILESIZE),
         }
         self._trusted_proxies = parse_networks(service.settings.trusted_proxies, "trusted_proxies")
+        # Request ids, log lines and counts (None: none of them, as a benchmark's baseline).
+        self.observer: Observer | None = getattr(app.state, "observer", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -206,8 +215,14 @@ class ProtocolApp:
             await _refuse(send, 503, b"too many requests open from this address; retry\n")
             return
         try:
+            observer = self.observer
             endpoint = self._endpoints.get(scope["path"]) if scope["method"] in ("GET", "POST") else None
-            await (endpoint or self.app)(scope, receive, send)
+            if observer is None:
+                await (endpoint or self.app)(scope, receive, send)
+            elif endpoint is not None:
+                await observer.protocol(endpoint, scope, receive, send)
+            else:
+                await observer.other(self.app, scope, receive, send)
         finally:
             self.admission.leave(address)
 
@@ -230,6 +245,8 @@ def create_app(settings: Settings, store: Store | None = None,
     that live in the server process, such as the OCR worker). ``release_on_signal``: long-polls are
     answered as soon as the process gets SIGINT or SIGTERM (``capgate serve``)."""
     service = Service(settings, store or open_store(settings.db))
+    observer = Observer()
+    observed = ObservedTasks(service, observer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -240,8 +257,9 @@ def create_app(settings: Settings, store: Store | None = None,
         service.sandbox = SandboxWorker(service.store, service.hub.settled)
         pingbacks = PingbackSender(service.settings, service.store)
         service.hub.on_settle.append(pingbacks.wake)
+        service.hub.on_settle.append(observed.settled)
         background = [asyncio.create_task(service.sandbox.run()), asyncio.create_task(_sweeper(service)),
-                      asyncio.create_task(pingbacks.run())]
+                      asyncio.create_task(pingbacks.run()), asyncio.create_task(observed.run())]
         async with contextlib.AsyncExitStack() as stack:
             for extension in extensions:
                 await stack.enter_async_context(contextlib.asynccontextmanager(extension)(service))
@@ -264,7 +282,9 @@ def create_app(settings: Settings, store: Store | None = None,
         Route("/healthz", health),
         Route("/human", human),
         *WorkerApi(service.dispatcher).routes(),
+        *operator_routes(service, observed),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
     app.state.service = service
+    app.state.observer = observer
     return ProtocolApp(service, app)

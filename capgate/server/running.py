@@ -98,10 +98,13 @@ def _hook_worker_signals() -> None:
     signals.set_loop_signals = set_loop_signals
 
 
-def _load(settings: Settings, *_: Any) -> Any:
+def _load(settings: Settings, log_format: str, level: str, *_: Any) -> Any:
     """The app, built in each worker process (Granian calls this there). Worker processes, not threads:
     capgate's app is CPU-bound Python, which threads under one GIL would not spread over cores."""
     _hook_worker_signals()
+    from capgate.server.observe import configure_logging
+
+    configure_logging(log_format, level, quiet=_Quiet())  # after Granian's set-up here, before the app
     from capgate.server.app import create_app
     from capgate.server.builtin import builtin_extensions
 
@@ -109,8 +112,8 @@ def _load(settings: Settings, *_: Any) -> Any:
 
 
 def _log_config(level: str) -> dict[str, Any]:
-    """Granian's and capgate's loggers, to stderr, set up alike in the main process and in each worker
-    (Granian applies this in both)."""
+    """Granian's logger, to stderr, set up alike in the main process and in each worker (Granian applies
+    this in both; capgate's own loggers are :func:`capgate.server.observe.configure_logging`'s)."""
     handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain",
                "filters": ["quiet"]}
     return {
@@ -121,12 +124,11 @@ def _log_config(level: str) -> dict[str, Any]:
         "handlers": {"console": handler},
         "loggers": {
             "_granian": {"handlers": ["console"], "level": level.upper(), "propagate": False},
-            "capgate": {"handlers": ["console"], "level": level.upper(), "propagate": False},
         },
     }
 
 
-def run(settings: Settings, log_level: str = "info") -> None:
+def run(settings: Settings, log_level: str = "info", log_format: str = "text") -> None:
     """Serve ``settings`` until a signal stops it. Raises SystemExit(1) when the server cannot start
     (the port in use, a failed lifespan)."""
     raise_open_files_limit()
@@ -154,4 +156,7 @@ def run(settings: Settings, log_level: str = "info") -> None:
         # A stop cuts what is still running this long after the signal (long-polls answer at once).
         workers_kill_timeout=max(settings.shutdown_grace, 1) + 1,
     )
-    server.serve(target_loader=functools.partial(_load, settings), wrap_loader=False)
+    from capgate.server.observe import configure_logging
+
+    configure_logging(log_format, level, quiet=_Quiet())
+    server.serve(target_loader=functools.partial(_load, settings, log_format, level), wrap_loader=False)

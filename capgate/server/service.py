@@ -20,6 +20,7 @@ from capgate.protocol.codes import CODES, OK_REPORT_RECORDED, C
 from capgate.protocol.methods import BY_NAME
 from capgate.protocol.wire import Reply
 from capgate.server.memo import Memo
+from capgate.server.observe import ACCOUNT
 from capgate.server.params import RequestParams
 from capgate.server.pingback import Fence, refused_host
 from capgate.server.submit import Rejected, build_task
@@ -90,6 +91,7 @@ class Service:
                 await self._strike(ip, now)
                 raise Rejected(C.KEY_DOES_NOT_EXIST)
             self._accounts.put(key_hash, account, now)
+        ACCOUNT.set(account.id)  # for the request's log line
         if account.disabled:
             raise Rejected(C.KEY_DOES_NOT_EXIST)
         return account

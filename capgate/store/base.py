@@ -18,7 +18,18 @@ from typing import Any, ParamSpec, TypeVar
 
 from capgate.store import scripts
 from capgate.store.lifecycle import Context, Event
-from capgate.store.models import Account, LedgerEntry, NewTask, Task, TaskOutcome, WorkerToken
+from capgate.store.models import (
+    Account,
+    AdminToken,
+    LedgerEntry,
+    NewTask,
+    Settled,
+    Task,
+    TaskOutcome,
+    TaskSearch,
+    WorkerSeen,
+    WorkerToken,
+)
 from capgate.store.presence import served_since
 from capgate.store.sql import Dialect, Script, Stmt
 
@@ -251,6 +262,79 @@ class Store(abc.ABC):
         for row in await self._read(scripts.serving_workers(since)):
             served.update(served_since(row["serving"], since))
         return served
+
+    # ---- admin tokens and dashboard sessions
+    async def create_admin_token(self, name: str, token_hash: str, token_prefix: str, now: float) -> AdminToken:
+        return await self._transact(scripts.create_admin_token, name, token_hash, token_prefix, now)
+
+    async def admin_token_by_hash(self, token_hash: str) -> AdminToken | None:
+        row = await self._read(scripts.admin_token_by_hash(token_hash))
+        return AdminToken.from_row(row) if row is not None else None
+
+    async def list_admin_tokens(self) -> list[AdminToken]:
+        return [AdminToken.from_row(r) for r in await self._read(scripts.all_admin_tokens())]
+
+    async def set_admin_token_disabled(self, token_id: int, disabled: bool) -> AdminToken | None:
+        """Disabling a token ends its dashboard sessions too."""
+        return await self._transact(scripts.set_admin_token_disabled, token_id, disabled)
+
+    async def create_admin_session(self, session_hash: str, token_id: int, now: float, expires_at: float) -> None:
+        await self._transact(scripts.create_admin_session, session_hash, token_id, now, expires_at)
+
+    async def admin_session(self, session_hash: str, now: float) -> AdminToken | None:
+        """The enabled admin token of a live session, or ``None``."""
+        row = await self._read(scripts.admin_session(session_hash, now))
+        return AdminToken.from_row(row) if row is not None else None
+
+    async def end_admin_session(self, session_hash: str) -> None:
+        await self._transact(scripts.end_admin_session, session_hash)
+
+    # ---- the admin's reads: tasks, queue, figures
+    async def find_task(self, task_id: int) -> Task | None:
+        """Any account's task (the admin's look-up; customers go through :meth:`get_task`)."""
+        row = await self._read(scripts.task_by_id(task_id))
+        return Task.from_row(row) if row is not None else None
+
+    async def task_ledger(self, task_id: int) -> list[LedgerEntry]:
+        return [LedgerEntry.from_row(r) for r in await self._read(scripts.task_ledger(task_id))]
+
+    async def search_tasks(self, search: TaskSearch) -> list[Task]:
+        return [Task.from_row(r) for r in await self._read(scripts.search_tasks(search))]
+
+    async def queue_depth(self) -> dict[tuple[str, str], int]:
+        """Pending tasks by (method, pool)."""
+        return {(r["method"], r["pool"]): int(r["n"]) for r in await self._read(scripts.queue_depth())}
+
+    async def pending_by_account(self, now: float) -> dict[int, int]:
+        """Threads in use (live pending tasks) by account."""
+        return {int(r["account_id"]): int(r["n"]) for r in await self._read(scripts.pending_by_account(now))}
+
+    async def settled_since(self, since: float, limit: int = 50_000) -> list[Settled]:
+        """Solved and unsolvable tasks settled after ``since``, newest first."""
+        return [Settled.from_row(r) for r in await self._read(scripts.settled_since(since, limit))]
+
+    async def settled_of(self, task_ids: Sequence[int]) -> list[Settled]:
+        """Those of ``task_ids`` that are settled (solved or unsolvable)."""
+        if not task_ids:
+            return []
+        return [Settled.from_row(r) for r in await self._read(scripts.settled_of(task_ids))]
+
+    async def ledger_totals(self, after_id: int = 0) -> tuple[dict[str, tuple[int, int]], int]:
+        """By ledger kind: (entries, sum of amounts in micro-dollars), of the entries after ``after_id``;
+        and the last entry's id, from which a caller keeping running totals asks next time."""
+        found = await self._read(scripts.ledger_totals(after_id))
+        last = max((int(r["last"]) for r in found), default=after_id)
+        return {r["kind"]: (int(r["n"]), int(r["total"])) for r in found}, last
+
+    async def workers_seen(self, since: float) -> list[WorkerSeen]:
+        """Every worker token, with when it last claimed and what it served after ``since``."""
+        return [WorkerSeen(WorkerToken.from_row(r), r["last_seen"], tuple(sorted(served_since(r["serving"], since))))
+                for r in await self._read(scripts.workers_seen())]
+
+    async def reports(self, methods: Sequence[str]) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+        """Reported tasks of ``methods``: (the task's parameters, ``good``/``bad``, its account's settings)."""
+        found = await self._read(scripts.reports_of(methods)) if methods else []
+        return [(json.loads(r["params"]), r["report"], json.loads(r["settings"])) for r in found]
 
 
 def _answer_text(answer: dict[str, object]) -> str:

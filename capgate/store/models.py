@@ -166,3 +166,62 @@ class WorkerToken:
         return WorkerToken(id=row["id"], name=row["name"], token_prefix=row["token_prefix"],
                            methods=tuple(json.loads(row["methods"])), human=bool(row["human"]),
                            disabled=bool(row["disabled"]), created_at=row["created_at"])
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    """A token for the admin API and dashboard (``capgate admin-tokens create``); stored hashed."""
+
+    id: int
+    name: str
+    token_prefix: str
+    disabled: bool
+    created_at: float
+
+    @staticmethod
+    def from_row(row: Any) -> AdminToken:
+        return AdminToken(id=int(row["id"]), name=row["name"], token_prefix=row["token_prefix"],
+                          disabled=bool(row["disabled"]), created_at=float(row["created_at"]))
+
+
+@dataclass(frozen=True)
+class WorkerSeen:
+    """A worker token with when it last claimed and the methods it has served since ``since``."""
+
+    worker: WorkerToken
+    last_seen: float | None
+    serving: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One settled task as the dashboard's figures read it: no parameters, answer or images."""
+
+    id: int
+    account_id: int
+    method: str
+    state: TaskState
+    created_at: float
+    settled_at: float
+    error: str | None
+
+    @property
+    def took(self) -> float:
+        return self.settled_at - self.created_at
+
+    @staticmethod
+    def from_row(row: Any) -> Settled:
+        return Settled(int(row["id"]), int(row["account_id"]), row["method"], TaskState(row["state"]),
+                       float(row["created_at"]), float(row["settled_at"]), row["error"])
+
+
+@dataclass(frozen=True)
+class TaskSearch:
+    """What the admin's task search filters on; ``None`` is no filter. Newest first."""
+
+    account_id: int | None = None
+    state: TaskState | None = None
+    method: str | None = None
+    since: float | None = None  # created at or after
+    until: float | None = None  # created before
+    limit: int = 100

@@ -26,10 +26,12 @@ from capgate.store.ids import new_task_id
 from capgate.store.lifecycle import Context, Decision, Event, Load, Refused, TaskView
 from capgate.store.models import (
     Account,
+    AdminToken,
     LedgerKind,
     NewTask,
     Task,
     TaskOutcome,
+    TaskSearch,
     TaskState,
     WorkerToken,
 )
@@ -488,3 +490,105 @@ def worker_seen(worker_id: int, methods: Sequence[str], now: float) -> Script[No
 
 def serving_workers(since: float) -> Stmt:
     return rows("SELECT serving FROM workers WHERE NOT disabled AND last_seen >= ?", since)
+
+
+# ------------------------------------------------------------------------------------ admin tokens and sessions
+
+
+def create_admin_token(name: str, token_hash: str, token_prefix: str, now: float) -> Script[AdminToken]:
+    row = yield one("INSERT INTO admin_tokens (name, token_hash, token_prefix, disabled, created_at)"
+                    " VALUES (?, ?, ?, FALSE, ?) RETURNING *", name, token_hash, token_prefix, now)
+    return AdminToken.from_row(row)
+
+
+def admin_token_by_hash(token_hash: str) -> Stmt:
+    return one("SELECT * FROM admin_tokens WHERE token_hash = ?", token_hash)
+
+
+def all_admin_tokens() -> Stmt:
+    return rows("SELECT * FROM admin_tokens ORDER BY id")
+
+
+def set_admin_token_disabled(token_id: int, disabled: bool) -> Script[AdminToken | None]:
+    row = yield one("UPDATE admin_tokens SET disabled = ? WHERE id = ? RETURNING *", disabled, token_id)
+    if row is not None and disabled:
+        yield run("DELETE FROM admin_sessions WHERE token_id = ?", token_id)  # signed out everywhere
+    return AdminToken.from_row(row) if row is not None else None
+
+
+def create_admin_session(session_hash: str, token_id: int, now: float, expires_at: float) -> Script[None]:
+    yield run("DELETE FROM admin_sessions WHERE expires_at < ?", now)
+    yield run("INSERT INTO admin_sessions (session_hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+              session_hash, token_id, now, expires_at)
+
+
+def admin_session(session_hash: str, now: float) -> Stmt:
+    """The enabled token a live session belongs to."""
+    return one("SELECT t.* FROM admin_sessions s JOIN admin_tokens t ON t.id = s.token_id"
+               " WHERE s.session_hash = ? AND s.expires_at > ? AND NOT t.disabled", session_hash, now)
+
+
+def end_admin_session(session_hash: str) -> Script[None]:
+    yield run("DELETE FROM admin_sessions WHERE session_hash = ?", session_hash)
+
+
+# ------------------------------------------------------------------------------------ the admin's reads
+
+
+def task_by_id(task_id: int) -> Stmt:
+    return one("SELECT * FROM tasks WHERE id = ?", task_id)
+
+
+def task_ledger(task_id: int) -> Stmt:
+    return rows("SELECT * FROM ledger WHERE task_id = ? ORDER BY id", task_id)
+
+
+def search_tasks(search: TaskSearch) -> Stmt:
+    where, args = ["TRUE"], []
+    for clause, value in (("account_id = ?", search.account_id), ("state = ?", search.state),
+                          ("method = ?", search.method), ("created_at >= ?", search.since),
+                          ("created_at < ?", search.until)):
+        if value is not None:
+            where.append(clause)
+            args.append(value.value if isinstance(value, Enum) else value)
+    return rows(f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?",
+                *args, search.limit)
+
+
+def queue_depth() -> Stmt:
+    """Pending tasks by method and pool (the queue's partial index holds exactly these rows)."""
+    return rows("SELECT method, pool, COUNT(*) AS n FROM tasks WHERE state = 'pending' GROUP BY method, pool")
+
+
+def pending_by_account(now: float) -> Stmt:
+    return rows("SELECT account_id, COUNT(*) AS n FROM tasks WHERE state = 'pending' AND deadline_at > ?"
+                " GROUP BY account_id", now)
+
+
+def settled_since(since: float, limit: int) -> Stmt:
+    """Tasks settled after ``since``, newest first (the settled index holds solved and unsolvable)."""
+    return rows("SELECT id, account_id, method, state, created_at, settled_at, error FROM tasks"
+                " WHERE state IN ('solved', 'unsolvable') AND settled_at > ? ORDER BY settled_at DESC LIMIT ?",
+                since, limit)
+
+
+def settled_of(task_ids: Sequence[int]) -> Stmt:
+    return rows("SELECT id, account_id, method, state, created_at, settled_at, error FROM tasks"
+                f" WHERE id IN ({marks(len(task_ids))}) AND state IN ('solved', 'unsolvable')", *task_ids)
+
+
+def ledger_totals(after_id: int) -> Stmt:
+    """Entries, sums and the last id by kind, of the entries after ``after_id`` (0: all of them)."""
+    return rows("SELECT kind, COUNT(*) AS n, CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS total, MAX(id) AS last"
+                " FROM ledger WHERE id > ? GROUP BY kind", after_id)
+
+
+def workers_seen() -> Stmt:
+    return rows("SELECT * FROM workers ORDER BY id")
+
+
+def reports_of(methods: Sequence[str]) -> Stmt:
+    """Reported tasks of ``methods`` with what names their profile: the task's own ``profile`` (gone
+    once the task expires) and its account's default."""
+    return rows("SELECT t.params, t.report, a.settings FROM tasks t JOIN accounts a ON a.id = t.account_id"
+                f" WHERE t.report IS NOT NULL AND t.method IN ({marks(len(methods))})", *methods)
