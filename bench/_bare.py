@@ -1,16 +1,14 @@
-"""The yardstick: a bare Starlette endpoint that returns a constant, served the way capgate serves.
+"""The yardstick: a bare Starlette endpoint that returns a constant, as a user would serve it instead of
+capgate: uvicorn with its defaults (``loop="auto"``, ``http="auto"``: uvloop and httptools when
+installed), no access log, and one process per core (``--workers``, default ``os.cpu_count()``).
 
-``capgate serve`` calls ``uvicorn.run(app, host=..., port=..., log_level=..., access_log=False)`` in one
-process with uvicorn's defaults for the rest (``loop="auto"``, ``http="auto"``: uvloop and httptools
-when installed). This does exactly the same, so the only difference between the two servers is the
-application.
-
-Run: ``python -m bench._bare --port 8123``.
+Run: ``python -m bench._bare --port 8123 [--workers N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from starlette.applications import Starlette
@@ -38,8 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", dest="log_level", default="warning")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    if args.workers > 1:
+        uvicorn.run("bench._bare:create_app", factory=True, workers=args.workers, host=args.host, port=args.port,
+                    log_level=args.log_level, access_log=False)
+    else:
+        uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 
 

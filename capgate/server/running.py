@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import resource
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -156,7 +158,11 @@ def run(settings: Settings, log_level: str = "info", log_format: str = "text") -
         # A stop cuts what is still running this long after the signal (long-polls answer at once).
         workers_kill_timeout=max(settings.shutdown_grace, 1) + 1,
     )
+    from capgate.server.metrics import prepare_multiprocess
     from capgate.server.observe import configure_logging
 
     configure_logging(log_format, level, quiet=_Quiet())
-    server.serve(target_loader=functools.partial(_load, settings, log_format, level), wrap_loader=False)
+    with tempfile.TemporaryDirectory(prefix="capgate-metrics-") as folder:
+        if server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            prepare_multiprocess(folder)  # /metrics sums every worker process's series
+        server.serve(target_loader=functools.partial(_load, settings, log_format, level), wrap_loader=False)
