@@ -46,6 +46,11 @@ class Method:
     deadline: float = 300.0  # seconds before the server gives up: ERROR_CAPTCHA_UNSOLVABLE
     price: Decimal = Decimal(0)  # USD per solved task unless the operator sets another
     http_verb: str = "POST"  # what CaptchaAI's SDK uses; documentation only
+    # The JSON task API (2captcha API v2): the ``type`` names that select this row (a name without
+    # ``Proxyless`` takes the task's proxy fields), and its task fields -> this row's parameters. A
+    # nested field is named by its path (``enterprisePayload.s``).
+    task_types: tuple[str, ...] = ()
+    task_fields: Mapping[str, str] = field(default_factory=dict)
 
     def missing_code(self, param: str) -> str:
         return self.missing_codes.get(param, C.BAD_PARAMETERS)
@@ -85,6 +90,12 @@ _SITE_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _IMAGE_DEADLINE = 90.0
 
 
+def _task_fields(site_key: str | None, **fields: str) -> dict[str, str]:
+    """Task fields of a token type: the page, its site key under this row's name, the user agent."""
+    common = {"websiteURL": "pageurl", "userAgent": "userAgent", "cookies": "cookies"}
+    return {**common, **({"websiteKey": site_key} if site_key else {}), **fields}
+
+
 def _flag(params: Params, name: str) -> bool:
     return params.get(name, "0").strip().lower() in ("1", "true")
 
@@ -117,10 +128,15 @@ METHODS: tuple[Method, ...] = (
            optional=("instructions", "textinstructions", "grid_size", "img_type", "recaptcha",
                      "recaptcharows", "recaptchacols", "can_no_answer", "previousID", "lang"),
            selects=_is_grid, sets={"img_type": "recaptcha"}, missing_codes={"body": C.UPLOAD},
-           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE, task_types=("GridTask",),
+           task_fields={"body": "body", "rows": "recaptcharows", "columns": "recaptchacols",
+                        "comment": "textinstructions"}),
     Method("normal", ("base64", "post"), ("body",), AnswerKind.TEXT, Category.IMAGE,
            optional=_IMAGE_OPTIONS, selects=_is_plain_image, missing_codes={"body": C.UPLOAD}, image_params=("body",),
-           initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+           initial_wait=1.0, deadline=_IMAGE_DEADLINE, task_types=("ImageToTextTask",),
+           task_fields={"body": "body", "phrase": "phrase", "case": "regsense", "numeric": "numeric",
+                        "math": "calc", "minLength": "min_len", "maxLength": "max_len",
+                        "comment": "textinstructions"}),
     Method("bls", ("bls",), ("instructions", *_bls_images()), AnswerKind.CELLS, Category.IMAGE_TASK,
            missing_codes={name: C.UPLOAD for name in _bls_images()}, image_params=_bls_images(),
            initial_wait=1.0, deadline=_IMAGE_DEADLINE),
@@ -132,18 +148,26 @@ METHODS: tuple[Method, ...] = (
     Method("recaptcha_v3", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("action", "min_score", *_TOKEN_OPTIONS), selects=_is_v3, sets={"version": "v3"},
            aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=10.0,
-           http_verb="GET"),
+           http_verb="GET", task_types=("RecaptchaV3TaskProxyless",),
+           task_fields=_task_fields("googlekey", minScore="min_score", pageAction="action",
+                                    isEnterprise="enterprise", apiDomain="domain")),
     Method("recaptcha_v2_enterprise", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN_UA,
            Category.TOKEN, optional=("invisible", "data_s", "action", *_TOKEN_OPTIONS),
            selects=lambda p: _flag(p, "enterprise"), sets={"enterprise": "1"},
-           aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=15.0),
+           aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=15.0,
+           task_types=("RecaptchaV2EnterpriseTaskProxyless", "RecaptchaV2EnterpriseTask"),
+           task_fields=_task_fields("googlekey", isInvisible="invisible", pageAction="action",
+                                    apiDomain="domain", **{"enterprisePayload.s": "data_s"})),
     Method("recaptcha_v2", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("invisible", "data_s", "version", "enterprise", *_TOKEN_OPTIONS),
            aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=15.0,
-           http_verb="GET"),
+           http_verb="GET", task_types=("RecaptchaV2TaskProxyless", "RecaptchaV2Task"),
+           task_fields=_task_fields("googlekey", isInvisible="invisible", recaptchaDataSValue="data_s",
+                                    apiDomain="domain")),
     Method("turnstile", ("turnstile",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=_TOKEN_OPTIONS, aliases={"googlekey": "sitekey"}, missing_codes=_SITEKEY_CODES,
-           initial_wait=10.0, http_verb="GET"),
+           initial_wait=10.0, http_verb="GET", task_types=("TurnstileTaskProxyless", "TurnstileTask"),
+           task_fields=_task_fields("sitekey", action="action", data="data", pagedata="pagedata")),
     Method("cloudflare_challenge", ("cloudflare_challenge",), ("pageurl", "proxy", "proxytype"),
            AnswerKind.CLEARANCE, Category.CHALLENGE, optional=("userAgent", "cookies", "sitekey"),
            missing_codes={"pageurl": C.PAGEURL}, initial_wait=15.0),
@@ -154,23 +178,36 @@ METHODS: tuple[Method, ...] = (
            initial_wait=15.0, http_verb="GET"),
     Method("geetest", ("geetest",), ("gt", "challenge", "pageurl"), AnswerKind.GEETEST, Category.TOKEN,
            optional=("api_server", "offline", "new_captcha", "userAgent", "proxy", "proxytype"),
-           missing_codes={"gt": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0, http_verb="GET"),
+           missing_codes={"gt": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0, http_verb="GET",
+           # GeeTest v4 is the same task type with ``version: 4``: the geetest_v4 row's selector takes it.
+           task_types=("GeeTestTaskProxyless", "GeeTestTask"),
+           task_fields=_task_fields(None, gt="gt", challenge="challenge", version="version",
+                                    geetestApiServerSubdomain="api_server",
+                                    **{"initParameters.captcha_id": "captcha_id",
+                                       "initParameters.riskType": "risk_type"})),
     Method("hcaptcha", ("hcaptcha",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("invisible", *_TOKEN_OPTIONS), aliases={"googlekey": "sitekey"},
-           missing_codes=_SITEKEY_CODES, initial_wait=15.0),
+           missing_codes=_SITEKEY_CODES, initial_wait=15.0, task_types=("HCaptchaTaskProxyless", "HCaptchaTask"),
+           task_fields=_task_fields("sitekey", isInvisible="invisible", **{"enterprisePayload.rqdata": "data"})),
     Method("captchafox", ("captchafox",), ("sitekey", "pageurl", "proxy", "proxytype"), AnswerKind.TOKEN_UA,
            Category.TOKEN, optional=("userAgent", "cookies"), missing_codes=_SITEKEY_CODES,
-           initial_wait=10.0, http_verb="GET"),
+           initial_wait=10.0, http_verb="GET", task_types=("CaptchaFoxTask",), task_fields=_task_fields("sitekey")),
     Method("friendly_captcha", ("friendly_captcha",), ("sitekey", "pageurl"), AnswerKind.TOKEN,
            Category.TOKEN, optional=("version", *_TOKEN_OPTIONS), missing_codes=_SITEKEY_CODES,
-           initial_wait=10.0, http_verb="GET"),
+           initial_wait=10.0, http_verb="GET",
+           task_types=("FriendlyCaptchaTaskProxyless", "FriendlyCaptchaTask"), task_fields=_task_fields("sitekey")),
     Method("lemin", ("lemin",), ("captcha_id", "div_id", "pageurl"), AnswerKind.OBJECT, Category.TOKEN,
            optional=("api_server", "userAgent", "proxy", "proxytype"),
            missing_codes={"captcha_id": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=10.0,
-           http_verb="GET"),
+           http_verb="GET", task_types=("LeminTaskProxyless", "LeminTask"),
+           task_fields=_task_fields(None, captchaId="captcha_id", divId="div_id",
+                                    leminApiServerSubdomain="api_server")),
     Method("funcaptcha", ("funcaptcha",), ("publickey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("surl", "data", "userAgent", "proxy", "proxytype"),
-           missing_codes={"publickey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0),
+           missing_codes={"publickey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0,
+           task_types=("FunCaptchaTaskProxyless", "FunCaptchaTask"),
+           task_fields=_task_fields(None, websitePublicKey="publickey", funcaptchaApiJSSubdomain="surl",
+                                    data="data")),
 )
 
 BY_NAME: dict[str, Method] = {method.name: method for method in METHODS}
@@ -181,6 +218,7 @@ for _method in METHODS:
         _BY_WIRE[_wire] = (*_BY_WIRE.get(_wire, ()), _method)
 
 WIRE_NAMES: frozenset[str] = frozenset(_BY_WIRE)
+BY_TASK_TYPE: dict[str, Method] = {name: method for method in METHODS for name in method.task_types}
 
 
 def resolve(params: Params) -> Method | None:

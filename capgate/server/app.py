@@ -36,6 +36,7 @@ from capgate.server.params import (
 from capgate.server.pingback import PingbackSender
 from capgate.server.security import SecurityHeaders, forwarded_client, page_policy
 from capgate.server.service import Service
+from capgate.server.tasks_api import task_endpoints
 from capgate.server.workers import WorkerApi
 from capgate.settings import Settings, parse_networks
 from capgate.store.base import Store
@@ -144,6 +145,7 @@ class ProtocolApp:
             "/res.php": _protocol_endpoint(service, "res", C.BAD_PARAMETERS),
             "/in.php": _protocol_endpoint(service, "in", C.TOO_BIG_CAPTCHA_FILESIZE),
             "/solve.php": _protocol_endpoint(service, "solve", C.TOO_BIG_CAPTCHA_FILESIZE),
+            **task_endpoints(service),  # the JSON task API: /createTask, /getTaskResult, ...
         }
         self._trusted_proxies = parse_networks(service.settings.trusted_proxies, "trusted_proxies")
 
