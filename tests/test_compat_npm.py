@@ -25,10 +25,10 @@ from typing import Any
 
 import httpx
 import pytest
-import trustme
 
 from tests.fixtures import b64, png
-from tests.serverproc import REPO, ServerProcess, start_server
+from tests.serverproc import REPO, ServerProcess
+from tests.vendorkit import VENDOR_HOSTS, VendorServers, vendor_servers
 
 PACKAGES = {
     "@2captcha/captcha-solver": "1.3.9",
@@ -37,7 +37,6 @@ PACKAGES = {
     "rucaptcha-2captcha": "2.2.1",
     "2captcha-node": "2.2.1",
 }
-VENDOR_HOSTS = ("2captcha.com", "rucaptcha.com", "api.2captcha.com", "api.rucaptcha.com")
 JS = REPO / "tests" / "js"
 PLAIN_HTTP = {"2captcha-node"}  # calls http://2captcha.com
 
@@ -61,25 +60,13 @@ def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess, Path]]:
-    """A TLS capgate whose certificate names the vendor hosts, a plain-HTTP one, and the CA to trust."""
-    folder = tmp_path_factory.mktemp("npm-servers")
-    ca = trustme.CA()
-    issued = ca.issue_cert(*VENDOR_HOSTS, "127.0.0.1", "localhost")
-    ca_path, cert_path, key_path = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    issued.cert_chain_pems[0].write_to_path(str(cert_path))
-    issued.private_key_pem.write_to_path(str(key_path))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SSL_CERT_FILE", str(ca_path))  # the readiness check of the TLS server
-        with start_server(folder / "tls", args=["--ssl-certfile", str(cert_path), "--ssl-keyfile", str(key_path)],
-                          scheme="https") as tls, start_server(folder / "plain") as plain:
-            yield tls, plain, ca_path
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VendorServers]:
+    with vendor_servers(tmp_path_factory.mktemp("npm-servers")) as found:
+        yield found
 
 
-def drive(package: str, node_modules: Path, servers: tuple[ServerProcess, ServerProcess, Path],
-          key: str, tag: str) -> dict[str, Any]:
-    tls, plain, ca_path = servers
+def drive(package: str, node_modules: Path, servers: VendorServers, key: str, tag: str) -> dict[str, Any]:
+    tls, plain, ca_path = servers.tls, servers.plain, servers.ca_path
     env = {**os.environ, "NODE_PATH": str(node_modules), "NODE_EXTRA_CA_CERTS": str(ca_path),
            "CAPGATE_HOSTS": ",".join(VENDOR_HOSTS), "CAPGATE_HTTPS_PORT": str(tls.port),
            "CAPGATE_HTTP_PORT": str(plain.port), "IMAGE": b64(png(seed=hash(tag) % 1000)),
@@ -100,9 +87,9 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def runs(node_modules: Path, servers: tuple[ServerProcess, ServerProcess, Path]) -> dict[str, Run]:
+def runs(node_modules: Path, servers: VendorServers) -> dict[str, Run]:
     """Every package driven once, all at a time (their polls mostly wait)."""
-    tls, plain, _ = servers
+    tls, plain = servers.tls, servers.plain
     plan: dict[str, tuple[str, str, ServerProcess]] = {}
     for package in PACKAGES:
         server = plain if package in PLAIN_HTTP else tls

@@ -186,8 +186,11 @@ def test_balance_reports_and_ledger(host: AppHost, http: httpx.Client) -> None:
     settle(http, key, other)
     assert call(http, "/reportIncorrect", {"clientKey": key, "taskId": str(other)}).content == \
         b'{"errorId":0,"status":"success"}'
+    # Made again, a report stands as made: success, and no second refund (the balance is unchanged).
     assert call(http, "/reportIncorrect", {"clientKey": key, "taskId": other}).content == \
-        error("ERROR_DUPLICATE_REPORT", 16)
+        b'{"errorId":0,"status":"success"}'
+    assert call(http, "/reportCorrect", {"clientKey": key, "taskId": 123}).content == \
+        error("ERROR_NO_SUCH_CAPCHA_ID", 16, "The task id is unknown, belongs to another key, or has expired.")
 
 
 def test_errors_by_their_api_spellings(host: AppHost, http: httpx.Client, key: str) -> None:

@@ -98,14 +98,23 @@ async def _balance(service: Service, ip: str, body: Body) -> bytes:
     return b'{"errorId":0,"balance":' + balance.encode("ascii") + b"}"
 
 
-async def _report_good(service: Service, ip: str, body: Body) -> bytes:
-    await _via_res(service, ip, body, "reportgood", with_id=True)
+async def _report(service: Service, ip: str, body: Body, action: str) -> bytes:
+    try:
+        await _via_res(service, ip, body, action, with_id=True)
+    except Rejected as exc:
+        # A report made twice stands as made the first time: clients of this API repeat a report until
+        # its status is one they wait for (python-rucaptcha polls it as it polls a task).
+        if exc.code != C.DUPLICATE_REPORT:
+            raise
     return _encode({"errorId": 0, "status": "success"})
+
+
+async def _report_good(service: Service, ip: str, body: Body) -> bytes:
+    return await _report(service, ip, body, "reportgood")
 
 
 async def _report_bad(service: Service, ip: str, body: Body) -> bytes:
-    await _via_res(service, ip, body, "reportbad", with_id=True)
-    return _encode({"errorId": 0, "status": "success"})
+    return await _report(service, ip, body, "reportbad")
 
 
 OPERATIONS: dict[str, Operation] = {
