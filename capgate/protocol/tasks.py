@@ -8,14 +8,16 @@ this module turns a task object into the in.php parameters of its row and back, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
-from capgate.protocol import answers
+from capgate.protocol import answers, wire
 from capgate.protocol.answers import Answer, AnswerKind
-from capgate.protocol.codes import CODES, Family
-from capgate.protocol.methods import BY_TASK_TYPE, Method
+from capgate.protocol.codes import CODES, NOT_READY, OK_REPORT_RECORDED, Family
+from capgate.protocol.methods import BY_TASK_TYPE, METHODS, Method, canonical_params, resolve
 
 PATHS = ("/createTask", "/getTaskResult", "/getBalance", "/reportCorrect", "/reportIncorrect")
 PROXYLESS = "Proxyless"
@@ -147,9 +149,21 @@ def task_params(task: Any) -> dict[str, str]:
 
 def task_object(method: Method, params: Mapping[str, str]) -> dict[str, Any]:
     """The other way (the client): a row's in.php parameters as a task object. ``proxy`` in
-    ``login:password@host:port`` form picks the type without ``Proxyless``."""
-    if not method.task_types:
-        raise TaskRejected(TASK_NOT_SUPPORTED, f"{method.name} has no JSON task type")
+    ``login:password@host:port`` form picks the type without ``Proxyless``. A row without task types
+    of its own is reached through another row's type whose fields select it (reCAPTCHA v3 Enterprise
+    is ``RecaptchaV3TaskProxyless`` with ``isEnterprise``): the first whose task comes back to it."""
+    if method.task_types:
+        return _task_object(method, params)
+    for other in METHODS:
+        if other.task_types and set(other.wire) & set(method.wire):
+            task = _task_object(other, {**params, "method": other.wire[0]})
+            with contextlib.suppress(TaskRejected):
+                if resolve(canonical_params(task_params(task))) is method:
+                    return task
+    raise TaskRejected(TASK_NOT_SUPPORTED, f"{method.name} has no JSON task type")
+
+
+def _task_object(method: Method, params: Mapping[str, str]) -> dict[str, Any]:
     back = {param: name for name, param in method.task_fields.items()}
     task: dict[str, Any] = {}
     for param, value in params.items():
@@ -157,10 +171,12 @@ def task_object(method: Method, params: Mapping[str, str]) -> dict[str, Any]:
             continue
         name = back.get(param, param)
         head, _, tail = name.partition(".")
+        # The API's flags are booleans (isInvisible, isEnterprise): sent as such.
+        typed: Any = value == "1" if name.startswith("is") and value in ("0", "1") else value
         if tail:
-            task.setdefault(head, {})[tail] = value
+            task.setdefault(head, {})[tail] = typed
         else:
-            task[name] = value
+            task[name] = typed
     proxied = [kind for kind in method.task_types if not kind.endswith(PROXYLESS)]
     proxyless = [kind for kind in method.task_types if kind.endswith(PROXYLESS)]
     if params.get("proxy") and proxied:
@@ -214,3 +230,34 @@ def answer_of(kind: AnswerKind, found: Mapping[str, Any]) -> Answer:
     if kind is AnswerKind.CELLS:
         return answers.decode_json(kind, {"request": found.get("click")})
     return answers.decode_json(kind, {"request": dict(found)})
+
+
+# ------------------------------------------------------------------------------------------ replies
+
+
+def parse(raw: bytes | str) -> wire.Parsed:
+    """Read any reply of the API as :func:`wire.parse` reads in.php / res.php: an error as its protocol
+    code (:func:`code_of`), ``processing`` as not ready, a new task's id, a balance or a recorded report
+    as the text ``OK|`` would carry, a ready task with its body (the ``solution`` is read by
+    :func:`answer_of`, which needs the type's answer kind)."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        body = json.loads(text, parse_float=Decimal)
+    except ValueError:
+        return wire.Parsed(wire.Outcome.UNRECOGNISED, text, raw=text)
+    if not isinstance(body, dict) or "errorId" not in body:
+        return wire.Parsed(wire.Outcome.UNRECOGNISED, text, raw=text)
+    if body["errorId"] not in (0, "0"):
+        return wire.Parsed(wire.Outcome.ERROR, code_of(body), body, raw=text)
+    status = body.get("status")
+    if status == "processing":
+        return wire.Parsed(wire.Outcome.NOT_READY, NOT_READY, body, raw=text)
+    if "taskId" in body:
+        return wire.Parsed(wire.Outcome.OK, str(body["taskId"]), body, raw=text)
+    if "balance" in body:
+        return wire.Parsed(wire.Outcome.OK, str(body["balance"]), body, raw=text)
+    if status == "success":
+        return wire.Parsed(wire.Outcome.OK, OK_REPORT_RECORDED, body, raw=text)
+    if status == "ready" and isinstance(body.get("solution"), dict):
+        return wire.Parsed(wire.Outcome.OK, "", body, raw=text)
+    return wire.Parsed(wire.Outcome.UNRECOGNISED, text, body, raw=text)
