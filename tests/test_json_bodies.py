@@ -8,6 +8,8 @@ import json
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from capgate.protocol.codes import C
 from capgate.server.params import BadParameters, BadUpload, params_in_head, parse_body
@@ -134,3 +136,22 @@ def test_errors_by_type() -> None:
 def test_params_in_a_cut_json_head(head: bytes, seen: dict[str, str]) -> None:
     assert params_in_head("application/json", head) == seen
     assert params_in_head("text/plain; charset=utf-8", head) == (seen if head.startswith(b"{") else {})
+
+
+def test_a_body_nested_too_deep_is_a_malformed_form() -> None:
+    with pytest.raises(BadParameters):
+        parse_body("application/json", b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert params_in_head("application/json", b'{"json": 1, "a": ' + b"[" * 100_000) == {"json": "1"}
+
+
+_SCALARS = st.one_of(st.text(max_size=20), st.integers(-10**6, 10**6), st.booleans(), st.none(),
+                     st.floats(allow_nan=False, allow_infinity=False))
+
+
+@given(st.dictionaries(st.text(max_size=8), _SCALARS, max_size=8), st.integers(0, 400))
+def test_a_cut_head_reads_a_subset_of_the_whole(members: dict[str, object], cut: int) -> None:
+    raw = json.dumps(members).encode()
+    whole = parse_body("application/json", raw).values
+    assert params_in_head("application/json", raw) == whole
+    head = params_in_head("application/json", raw[:cut])
+    assert head.items() <= whole.items()

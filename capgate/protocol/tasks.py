@@ -83,11 +83,14 @@ class TaskRejected(ValueError):
         self.code = code
 
 
-def _flatten(task: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+_NESTING = 3  # task fields are named at most this deep (initParameters.captcha_id); deeper is a value
+
+
+def _flatten(task: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in task.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{name}."))
+        if isinstance(value, dict) and depth < _NESTING:
+            out.update(_flatten(value, f"{prefix}{name}.", depth + 1))
         else:
             out[f"{prefix}{name}"] = value
     return out
@@ -137,7 +140,10 @@ def task_params(task: Any) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, value in fields.items():
         target = method.task_fields.get(name) or (name if name in known else None)
-        text = _text(value)
+        try:
+            text = _text(value) if target is not None else None
+        except (ValueError, RecursionError):  # a value nested too deep to write back as JSON
+            raise TaskRejected(BAD_PARAMETERS, f"{name} cannot be read") from None
         if target is not None and text is not None:
             params[target] = text
     params.update(_proxy(fields))

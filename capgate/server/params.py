@@ -185,7 +185,7 @@ def parse_json(body: bytes) -> dict[str, str]:
         value = _DECODER.decode(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadParameters("parameter is not UTF-8") from exc
-    except ValueError as exc:  # malformed JSON, NaN, a number too long to convert
+    except (ValueError, RecursionError) as exc:  # malformed, NaN, a number too long, nested too deep
         raise BadParameters("body is not JSON") from exc
     if not isinstance(value, dict):
         raise BadParameters("JSON body is not an object")
@@ -232,7 +232,7 @@ def _json_head(head: bytes) -> dict[str, str]:
             if text[at] == "}":
                 return values
             at += 1
-    except ValueError:  # cut short: the members read so far
+    except (ValueError, RecursionError):  # cut short (or nested too deep): the members read so far
         return values
 
 

@@ -133,7 +133,7 @@ def _header(scope: Scope, name: bytes) -> str:
 def _parse(raw: bytes) -> Body | None:
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     return body if isinstance(body, dict) else None
 
