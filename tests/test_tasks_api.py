@@ -223,6 +223,12 @@ def test_errors_by_their_api_spellings(host: AppHost, http: httpx.Client, key: s
     assert call(http, "/getTaskResult", {"clientKey": key, "taskId": "abc"}).content == missing
     assert call(http, "/getTaskResult", {"clientKey": key}).content == missing
     assert call(http, "/getTaskResult", b"[1,2]").content == error("ERROR_BAD_PARAMETERS", 110)
+    deep = b'{"clientKey": "' + key.encode() + b'", "task": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    assert call(http, "/createTask", deep).content == \
+        error("ERROR_TASK_ABSENT", 22, "The task object is missing, or the body is not a JSON object.")
+    nested = {"clientKey": key, "task": {"type": "HCaptchaTaskProxyless", "websiteURL": "https://s.test",
+                                         "websiteKey": "k", "enterprisePayload": {"rqdata": {"a": [1, {"b": 2}]}}}}
+    assert call(http, "/createTask", nested).json()["errorId"] == 0  # a nested value travels as its JSON text
 
 
 def test_unsolvable_task(host: AppHost, http: httpx.Client, key: str) -> None:
