@@ -10,11 +10,13 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from capgate.cli import main
 from capgate.client import (
     AsyncClient,
     AuthError,
@@ -27,6 +29,7 @@ from capgate.client import (
 )
 from capgate.protocol.methods import METHODS, Method
 from tests.appkit import AppHost
+from tests.serverproc import ServerProcess
 from tests.test_client_integration import check, params_for, png
 
 KEY = "a" * 32
@@ -222,3 +225,15 @@ async def test_async_solves_at_once(app: AppHost) -> None:
         assert await client.balance() == 0
     for (row, params), solution in zip(calls, solutions, strict=True):
         check(row, solution, params)
+
+
+def test_the_cli_speaks_it_too(server: ServerProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    key = server.create_key(sandbox=True, balance="2.5")
+    assert main(["balance", "--server", server.base_url, "--key", key, "--api", "tasks"]) == 0
+    assert capsys.readouterr().out == "2.50\n"
+    image = tmp_path / "a.png"
+    image.write_bytes(png("cli"))
+    assert main(["solve", str(image), "--server", server.base_url, "--key", key, "--api", "tasks",
+                 "--format", "jsonl"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["task_id"].isdigit() and row["answer"]
