@@ -84,6 +84,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 # ------------------------------------------------------------------------------------------ serve
 
 
+KEEP_ALIVE_S = 75
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from capgate.server import running
     from capgate.server.app import create_app
@@ -97,8 +100,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from 127.0.0.1 (or its
     # FORWARDED_ALLOW_IPS); the app reads it itself, from the trusted_proxies setting only.
     # Ctrl-C or SIGTERM: one line, and the OCR pool's processes end with it (server/running.py).
+    # timeout_keep_alive: clients poll every 5 s on a kept-alive connection (2captcha's advice; Node's
+    # agents keep connections alive by default), and uvicorn's own 5 s would close it just as the next
+    # poll is sent on it: a reset the client sees as a failed call (#15). 75 s, as nginx keeps them.
     running.run(app, on_stop=app.service.hub.stop, host=settings.host, port=settings.port,
-                log_level=args.log_level, access_log=False,
+                log_level=args.log_level, access_log=False, timeout_keep_alive=KEEP_ALIVE_S,
                 timeout_graceful_shutdown=max(settings.shutdown_grace, 0), proxy_headers=False, **ssl)
     return 0
 

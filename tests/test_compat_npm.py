@@ -101,33 +101,39 @@ def runs(node_modules: Path, servers: VendorServers) -> dict[str, Run]:
                 for package, future in futures.items()}
 
 
+def ok(got: dict[str, Any], call: str) -> Any:
+    """What ``call`` resolved with; a failure shows every call's outcome."""
+    assert "ok" in got[call], got
+    return got[call]["ok"]
+
+
 @pytest.mark.parametrize("package", ["@2captcha/captcha-solver", "2captcha-ts"])
 def test_the_official_client_and_its_fork(runs: dict[str, Run], package: str) -> None:
     got, tag = runs[package].got, runs[package].tag
-    assert got["image"]["ok"]["data"] == tag, got  # a JSON body, json=1 and header_acao inside it
+    assert ok(got, "image")["data"] == tag, got  # a JSON body, json=1 and header_acao inside it
     assert got["balance"] == {"ok": 3}
-    assert got["recaptcha"]["ok"]["data"].startswith("SANDBOX-FAKE-TOKEN-"), got["recaptcha"]
-    assert got["turnstile"]["ok"]["data"], got["turnstile"]
+    assert ok(got, "recaptcha")["data"].startswith("SANDBOX-FAKE-TOKEN-"), got["recaptcha"]
+    assert ok(got, "turnstile")["data"], got["turnstile"]
     assert got["report"] == {"ok": "OK_REPORT_RECORDED"}
     # The client's own words for ERROR_KEY_DOES_NOT_EXIST.
     assert got["wrong_key"] == {"error": "APIError: The key you've provided does not exist."}
     if "grid" in got:
-        assert json.loads(got["grid"]["ok"]["data"]), got["grid"]
+        assert json.loads(ok(got, "grid")["data"]), got["grid"]
 
 
 def test_2captcha(runs: dict[str, Run]) -> None:
     got, tag = runs["2captcha"].got, runs["2captcha"].tag
-    assert got["image"]["ok"]["data"] == tag, got  # the image alone, as JSON under text/plain
+    assert ok(got, "image")["data"] == tag, got  # the image alone, as JSON under text/plain
     assert got["balance"] == {"ok": 3}
-    assert got["recaptcha"]["ok"]["data"].startswith("SANDBOX-FAKE-TOKEN-"), got["recaptcha"]
+    assert ok(got, "recaptcha")["data"].startswith("SANDBOX-FAKE-TOKEN-"), got["recaptcha"]
     assert got["report"] == {"ok": None}, got["report"]  # resolves with nothing on OK_REPORT_RECORDED
     assert got["wrong_key"] == {"error": "APIError: The key you've provided does not exist."}
 
 
 def test_rucaptcha_2captcha(runs: dict[str, Run]) -> None:
     got, tag = runs["rucaptcha-2captcha"].got, runs["rucaptcha-2captcha"].tag
-    assert got["image"]["ok"]["data"] == tag, got  # axios posts the parameters as a JSON object
-    assert got["price"]["ok"]["token"] and got["price"]["ok"]["price"] == "0.00", got["price"]
+    assert ok(got, "image")["data"] == tag, got  # axios posts the parameters as a JSON object
+    assert ok(got, "price")["token"] and ok(got, "price")["price"] == "0.00", got["price"]
     assert got["report"] == {"ok": {"status": 1, "request": "OK_REPORT_RECORDED"}}
     assert got["balance"] == {"ok": 3}
     assert got["wrong_key"]["error"].startswith("ERROR_KEY_DOES_NOT_EXIST"), got["wrong_key"]
@@ -135,7 +141,7 @@ def test_rucaptcha_2captcha(runs: dict[str, Run]) -> None:
 
 def test_2captcha_node(runs: dict[str, Run]) -> None:
     run = runs["2captcha-node"]
-    solved = run.got["image"]["ok"]  # JSON under multipart/form-data with no boundary, over plain HTTP
+    solved = ok(run.got, "image")  # JSON under multipart/form-data with no boundary, over plain HTTP
     answer = httpx.get(run.server.url("res.php"), params={"key": run.key, "action": "get", "id": solved["id"]})
     assert answer.text == f"OK|{solved['text']}"
     assert run.got["balance"] == {"ok": "3.00"}, run.got

@@ -7,6 +7,8 @@ and async) and ``captchatools`` 1.5.0 in 2captcha mode (in.php with a JSON body 
 from __future__ import annotations
 
 import base64
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -103,3 +105,32 @@ def test_captchatools_in_2captcha_mode(servers: VendorServers) -> None:
     assert v2.get_token().startswith("SANDBOX-FAKE-TOKEN-")
     # Its balance call alone goes to https://2captcha.com: the TLS process, with its own accounts.
     assert captchatools.new_harvester(solving_site="2captcha", api_key=tls_key).get_balance() == 4.0
+
+
+def _response(conn: socket.socket) -> bytes:
+    """One whole HTTP response from ``conn``: head, then the body its Content-Length gives."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = conn.recv(4096)
+        assert chunk, f"closed after {data!r}"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_kept_alive_connection_outlives_a_5_s_poll_interval(servers: VendorServers) -> None:
+    """Clients poll every 5 s on one kept-alive connection (rucaptcha-2captcha waits exactly 5 s): the
+    server must not close it at the moment the next poll is sent."""
+    with socket.create_connection(("127.0.0.1", servers.plain.port), timeout=10) as conn:
+        request = b"GET /healthz HTTP/1.1\r\nHost: 2captcha.com\r\n\r\n"
+        conn.sendall(request)
+        assert _response(conn).startswith(b"HTTP/1.1 200")
+        time.sleep(6)  # past uvicorn's own 5 s keep-alive
+        conn.sendall(request)
+        assert _response(conn).startswith(b"HTTP/1.1 200")
