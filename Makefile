@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export CAPGATE_DB ?= .capgate/capgate.db
 
-.PHONY: run test lint typecheck unit bench venv clean browser
+.PHONY: run test lint typecheck unit bench venv clean browser node
 
 # One stamp per set of extras, each newer than pyproject.toml once installed: `make run` installs only
 # what serving needs; `make test` (and lint, typecheck, bench) adds the dev tools and training. The full
@@ -32,6 +32,10 @@ run: $(VENV)/.installed-serve
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's node and npm for the JavaScript clients' compatibility test (it installs them with npm).
+node:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+
 lint: venv
 	$(VENV)/bin/ruff check capgate tests bench
 
@@ -40,7 +44,7 @@ typecheck: venv
 
 # One pytest worker per core, a test file's tests kept together (module fixtures start once); -rs says
 # why any test skipped.
-unit: venv browser
+unit: venv browser node
 	$(VENV)/bin/pytest -q -rs -p no:cacheprovider -n auto --dist loadfile
 
 test: lint typecheck unit

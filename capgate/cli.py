@@ -86,6 +86,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 # ------------------------------------------------------------------------------------------ serve
 
 
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from capgate.server import running
     # Granian serves (capgate/server/running.py); X-Forwarded-For is read by the app itself, from the

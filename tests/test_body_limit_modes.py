@@ -87,7 +87,7 @@ def test_without_json_it_stays_plain(host: AppHost) -> None:
     ("", b"json=1&", {"json": "1"}),
     ("application/x-www-form-urlencoded", b"", {}),
     ("application/x-www-form-urlencoded", b"\xff=\xfe&json=1&x", {}),  # not UTF-8: nothing, no exception
-    ("application/json", b'{"json": 1}', {}),
+    ("application/json", b'{"json": 1}', {"json": "1"}),  # a JSON head: its whole members (#15)
     ("multipart/form-data", b"--b\r\n", {}),  # no boundary parameter
 ])
 def test_params_in_head(content_type: str, head: bytes, expected: dict[str, str]) -> None:

@@ -185,7 +185,7 @@ def test_utf8_text_is_kept(api: Api) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_unsupported_content_type(api: Api, mode: Mode) -> None:
     response = api.client.post(api.base_url + "/in.php", params=query(api.key, mode),
-                               json={"method": "turnstile", "sitekey": "k", "pageurl": PAGEURL})
+                               content=b"<method>turnstile</method>", headers={"content-type": "application/xml"})
     expect_error(response, "ERROR_BAD_PARAMETERS", mode)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from capgate.client.errors import (
     CapgateError,
@@ -36,7 +36,7 @@ from capgate.client.errors import (
     error_for,
     local_error,
 )
-from capgate.protocol import answers, wire
+from capgate.protocol import answers, tasks, wire
 from capgate.protocol.answers import Answer, AnswerFormatError, AnswerKind
 from capgate.protocol.codes import OK_REPORT_RECORDED, Advice, C, Code, Family, lookup
 from capgate.protocol.methods import BY_NAME, Method, canonical_params
@@ -54,6 +54,9 @@ THREAD_DELAY = 2.0  # a thread frees up as soon as any task of the account settl
 # read as is. Token-with-UA loses its user agent in plain form; GeeTest seccodes and JSON objects can
 # hold "|": those are polled one by one, in json mode.
 BATCHABLE = frozenset({AnswerKind.TEXT, AnswerKind.TOKEN, AnswerKind.CELLS, AnswerKind.CLEARANCE})
+APIS = ("in.php", "tasks")
+# res.php actions and their JSON task API calls (threadsinfo has none).
+TASK_CALLS = {"getbalance": "getBalance", "reportgood": "reportCorrect", "reportbad": "reportIncorrect"}
 
 
 # ---------------------------------------------------------------------------------------------- effects
@@ -61,12 +64,14 @@ BATCHABLE = frozenset({AnswerKind.TEXT, AnswerKind.TOKEN, AnswerKind.CELLS, Answ
 
 @dataclass(frozen=True)
 class Request:
-    """Send one HTTP request: GET with ``params`` in the query, POST with them as a form."""
+    """Send one HTTP request: GET with ``params`` in the query, POST with them as a form, or POST
+    with ``json`` as its body when there is one (the JSON task API)."""
 
     method: str
     url: str
     params: Mapping[str, str]
     timeout: float  # seconds for the whole exchange, long-poll included
+    json: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class Options:
     network_retries: int = 4
     call_timeout: float = 60.0  # deadline of balance/report/threads calls, retries included
     request_timeout: float = 30.0  # one HTTP exchange, on top of any long-poll wait
+    api: str = "in.php"  # "in.php": in.php / res.php; "tasks": the JSON task API (createTask, ...)
 
 
 ImageInput = str | bytes | bytearray | memoryview | os.PathLike[str]
@@ -198,6 +204,11 @@ class Engine:
         # the type's interval).
         self.batch: bool | None = None
         self.wait: bool | None = None
+        if options.api not in APIS:
+            raise ValueError(f"api is one of {', '.join(APIS)}, not {options.api!r}")
+        self.tasks_api = options.api == "tasks"
+        if self.tasks_api:
+            self.batch = self.wait = False  # getTaskResult polls one task and answers at once
         # How many tasks of this client are still unsettled (set by the driver to its poller's count).
         self.pending: Callable[[], int] = lambda: 0
 
@@ -220,7 +231,7 @@ class Engine:
             return Verdict(retry=NETWORK_DELAY, error=NetworkError(reason), network=True)
         if received is None:
             raise RuntimeError("a request effect was answered with nothing")
-        parsed = wire.parse(received.body)
+        parsed = tasks.parse(received.body) if self.tasks_api else wire.parse(received.body)
         if parsed.outcome is wire.Outcome.UNRECOGNISED and bare is not None and bare(parsed.raw.strip()):
             return Verdict(wire.Parsed(wire.Outcome.OK, parsed.raw.strip(), raw=parsed.raw))
         if parsed.outcome is wire.Outcome.UNRECOGNISED:
@@ -269,21 +280,43 @@ class Engine:
 
     def call(self, action: str, deadline: float | None = None, bare: Callable[[str], bool] | None = None,
              **params: str) -> Flow[Verdict]:
-        """One res.php action, in json mode."""
+        """One res.php action, in json mode (or the JSON task API's call for it)."""
         when = deadline if deadline is not None else self.clock() + self.options.call_timeout
+        if self.tasks_api:
+            path = TASK_CALLS.get(action)
+            if path is None:
+                raise ProtocolError(f"the JSON task API has no call for {action}")
+            return (yield from self.exchange(self.task_request(path, **params), when, bare))
         query = {"key": self.options.key, "action": action, "json": "1", **params}
         request = Request("GET", self.url("res.php"), query, self.options.request_timeout)
         return (yield from self.exchange(request, when, bare))
+
+    def task_request(self, path: str, **fields: Any) -> Request:
+        """A POST to the JSON task API: ``clientKey`` and ``fields``; an ``id`` is sent as ``taskId``."""
+        body: dict[str, Any] = {"clientKey": self.options.key}
+        for name, value in fields.items():
+            if name == "id":
+                body["taskId"] = int(value) if str(value).isdigit() else value
+            else:
+                body[name] = value
+        return Request("POST", self.url(path), {}, self.options.request_timeout, json=body)
 
     def submit(self, method: str, params: Mapping[str, object], deadline: float,
                pingback: str | None = None) -> Flow[str]:
         """Build, send and retry an in.php submit; the task id."""
         row = method_row(method)
         form = yield from self.build(row, params, deadline)
-        if pingback:
-            form["pingback"] = pingback
-        form.update(key=self.options.key, json="1")
-        request = Request("POST", self.url("in.php"), form, self.options.request_timeout)
+        if self.tasks_api:
+            try:
+                task = tasks.task_object(row, form)
+            except tasks.TaskRejected as exc:
+                raise local_error(C.BAD_PARAMETERS, str(exc)) from None
+            request = self.task_request("createTask", task=task, **({"callbackUrl": pingback} if pingback else {}))
+        else:
+            if pingback:
+                form["pingback"] = pingback
+            form.update(key=self.options.key, json="1")
+            request = Request("POST", self.url("in.php"), form, self.options.request_timeout)
         attempt = free = 0
         while True:
             verdict = yield from self.exchange(request, deadline)
@@ -604,6 +637,11 @@ class Poller:
         return float(int(wait)) if wait >= 1 else 0.0
 
     def _poll(self, tasks: Sequence[_Task], now: float, **params: str) -> Poll:
+        if self.engine.tasks_api:
+            for task in tasks:
+                task.in_flight = True
+            request = self.engine.task_request("getTaskResult", **params)
+            return Poll(tuple(t.task_id for t in tasks), request, now, 0.0)
         wait = self._wait_for(tasks, now)
         query = {"key": self.engine.options.key, "action": "get", "json": "1", **params}
         if wait:
@@ -705,6 +743,9 @@ class Poller:
     def _feed_one(self, poll: Poll, task: _Task, parsed: wire.Parsed, now: float) -> None:
         if parsed.outcome is wire.Outcome.NOT_READY:
             self._again([task], poll, now, all_pending=True)
+        elif parsed.outcome is wire.Outcome.OK and self.engine.tasks_api:
+            found = (parsed.body or {}).get("solution")
+            self._answer(task, functools.partial(tasks.answer_of, task.row.answer, found or {}), parsed.raw)
         elif parsed.outcome is wire.Outcome.OK:
             self._answer(task, functools.partial(parsed.answer, task.row.answer), parsed.raw)
         else:
@@ -760,7 +801,7 @@ def expect(settled: Settled) -> Solution[Answer]:
 
 
 __all__ = [
-    "BATCHABLE", "Effect", "Engine", "Failure", "Flow", "ImageInput", "Options",
+    "APIS", "BATCHABLE", "Effect", "Engine", "Failure", "Flow", "ImageInput", "Options",
     "ParamValue", "Poll", "Poller", "Received", "Reply", "Request", "Settled", "Sleep", "Solution",
     "Threads", "expect", "method_row",
 ]

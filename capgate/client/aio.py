@@ -63,7 +63,7 @@ class AsyncClient(Methods[Coroutine[Any, Any, Solution[TextAnswer]], Coroutine[A
     ``max_connections`` caps the HTTP connections to the service. ``timeout`` is as the sync client's:
     one solve's deadline, retries included (``ERROR_NO_SLOT_AVAILABLE``'s too, then
     :class:`~capgate.client.errors.CapacityError`); by default 120 s for image types, 330 s for token
-    types (the type's server-side deadline plus 30 s).
+    types (the type's server-side deadline plus 30 s). ``api`` is as the sync client's.
     """
 
     def __init__(self, server: str, key: str, *, timeout: float | None = None, long_poll: float = 20.0,
@@ -72,9 +72,9 @@ class AsyncClient(Methods[Coroutine[Any, Any, Solution[TextAnswer]], Coroutine[A
                  transport: httpx.AsyncBaseTransport | None = None, verify: ssl.SSLContext | bool = True,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, api: str = "in.php") -> None:
         options = Options(server, key, timeout=timeout, long_poll=long_poll, batch_window=batch_window,
-                          max_batch=max_batch, network_retries=network_retries)
+                          max_batch=max_batch, network_retries=network_retries, api=api)
         self._engine = Engine(options, clock, rng)
         self._clock = clock
         self._sleep = sleep
@@ -124,6 +124,8 @@ class AsyncClient(Methods[Coroutine[Any, Any, Solution[TextAnswer]], Coroutine[A
             if request.method == "GET":
                 response = await self._http.get(request.url, params=dict(request.params),
                                                 timeout=http_timeout(request))
+            elif request.json is not None:
+                response = await self._http.post(request.url, json=dict(request.json), timeout=http_timeout(request))
             else:
                 response = await self._http.post(request.url, data=dict(request.params),
                                                  timeout=http_timeout(request))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from capgate.cliargs import positive_seconds, whole_number
+from capgate.client._engine import APIS
 from capgate.client.aio import AsyncClient
 from capgate.client.errors import AuthError, CapgateError, NetworkError
 
@@ -37,6 +38,8 @@ def _connection(parser: argparse.ArgumentParser) -> None:
                         help="base URL of the service (in.php and res.php under it); default $CAPGATE_SERVER. "
                              "A bare host means http:// for localhost, https:// otherwise")
     parser.add_argument("--key", default=None, help="API key; default $CAPGATE_KEY")
+    parser.add_argument("--api", choices=APIS, default="in.php",
+                        help="in.php: in.php and res.php (default); tasks: 2captcha's JSON task API (createTask, ...)")
 
 
 def register(subparsers: Any) -> None:
@@ -71,11 +74,11 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _client(server: str, key: str, timeout: float | None = None,
-            concurrency: int = 10) -> AsyncClient:
+            concurrency: int = 10, api: str = "in.php") -> AsyncClient:
     try:
         # Few network retries: at a terminal, an unreachable server should say so within seconds.
         return AsyncClient(server, key, timeout=timeout, network_retries=2,
-                           max_connections=max(4, concurrency + 2))
+                           max_connections=max(4, concurrency + 2), api=api)
     except ValueError as exc:
         raise _Fatal(str(exc)) from None
 
@@ -88,7 +91,7 @@ def _fail(message: str) -> int:
 def cmd_balance(args: argparse.Namespace) -> int:
     async def run() -> str:
         server, key = _target(args)
-        async with _client(server, key) as client:
+        async with _client(server, key, api=args.api) as client:
             return str(await client.balance())
 
     try:
@@ -187,7 +190,7 @@ async def _solve_all(args: argparse.Namespace, files: Sequence[str], rows: _Rows
     server, key = _target(args)
     options: dict[str, Any] = {"numeric": args.numeric, "min_len": args.min_len, "max_len": args.max_len,
                                "case_sensitive": True if args.case_sensitive else None}
-    async with _client(server, key, args.timeout, args.concurrency) as client:
+    async with _client(server, key, args.timeout, args.concurrency, args.api) as client:
         try:
             # One cheap call first: a wrong key or an unreachable server is one line, not N rows.
             await client.balance()

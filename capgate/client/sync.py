@@ -65,6 +65,9 @@ class Client(Methods[Solution[TextAnswer], Solution[TokenAnswer], Solution[GeeTe
     :class:`~capgate.client.errors.CapacityError` is raised. ``None``, the default: the type's
     server-side deadline plus 30 s, that is 120 s for image types (``normal``, ``grid``, ``bls``) and
     330 s for token types (``turnstile``, ``recaptcha_v2``...).
+    ``api="tasks"`` speaks 2captcha's JSON task API (``createTask``, ``getTaskResult``, ...) at the same
+    base URL instead of in.php / res.php, with the same answers and exceptions (``threads()`` has no call
+    there: :class:`~capgate.client.errors.ProtocolError`).
     ``clock``, ``sleep`` and ``rng`` exist for tests.
     """
 
@@ -72,8 +75,9 @@ class Client(Methods[Solution[TextAnswer], Solution[TokenAnswer], Solution[GeeTe
                  network_retries: int = 4, http: httpx.Client | None = None,
                  transport: httpx.BaseTransport | None = None, verify: ssl.SSLContext | bool = True,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> None:
-        options = Options(server, key, timeout=timeout, long_poll=long_poll, network_retries=network_retries)
+                 rng: random.Random | None = None, api: str = "in.php") -> None:
+        options = Options(server, key, timeout=timeout, long_poll=long_poll, network_retries=network_retries,
+                          api=api)
         self._engine = Engine(options, clock, rng)
         self._clock = clock
         self._sleep = sleep
@@ -102,6 +106,8 @@ class Client(Methods[Solution[TextAnswer], Solution[TokenAnswer], Solution[GeeTe
         try:
             if request.method == "GET":
                 response = self._http.get(request.url, params=dict(request.params), timeout=http_timeout(request))
+            elif request.json is not None:
+                response = self._http.post(request.url, json=dict(request.json), timeout=http_timeout(request))
             else:
                 response = self._http.post(request.url, data=dict(request.params), timeout=http_timeout(request))
         except httpx.TransportError as exc:

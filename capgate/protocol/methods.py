@@ -55,6 +55,11 @@ class Method:
     def known_params(self) -> frozenset[str]:
         """The parameters this type has: a task stores these and nothing else."""
         return frozenset((*self.required, *self.optional, *self.sets))
+    # The JSON task API (2captcha API v2): the ``type`` names that select this row (a name without
+    # ``Proxyless`` takes the task's proxy fields), and its task fields -> this row's parameters. A
+    # nested field is named by its path (``enterprisePayload.s``).
+    task_types: tuple[str, ...] = ()
+    task_fields: Mapping[str, str] = field(default_factory=dict)
 
     def missing_code(self, param: str) -> str:
         return self.missing_codes.get(param, C.BAD_PARAMETERS)
@@ -94,6 +99,12 @@ _SITEKEY_CODES = {"googlekey": C.GOOGLEKEY, "sitekey": C.GOOGLEKEY, "pageurl": C
 # UUIDs, Turnstile's 0x…, GeeTest's hex ids, Lemin's CROPPED_…, FunCaptcha's public keys.
 _SITE_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _IMAGE_DEADLINE = 90.0
+
+
+def _task_fields(site_key: str | None, **fields: str) -> dict[str, str]:
+    """Task fields of a token type: the page, its site key under this row's name, the user agent."""
+    common = {"websiteURL": "pageurl", "userAgent": "userAgent", "cookies": "cookies"}
+    return {**common, **({"websiteKey": site_key} if site_key else {}), **fields}
 
 
 def _flag(params: Params, name: str) -> bool:
@@ -136,10 +147,15 @@ METHODS: tuple[Method, ...] = (
            optional=("instructions", "textinstructions", "grid_size", "img_type", "recaptcha",
                      "recaptcharows", "recaptchacols", "can_no_answer", "previousID", "lang"),
            selects=_is_grid, sets={"img_type": "recaptcha"}, missing_codes={"body": C.UPLOAD},
-           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE, task_types=("GridTask",),
+           task_fields={"body": "body", "rows": "recaptcharows", "columns": "recaptchacols",
+                        "comment": "textinstructions"}),
     Method("normal", ("base64", "post"), ("body",), AnswerKind.TEXT, Category.IMAGE,
            optional=_IMAGE_OPTIONS, selects=_is_plain_image, missing_codes={"body": C.UPLOAD}, image_params=("body",),
-           initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+           initial_wait=1.0, deadline=_IMAGE_DEADLINE, task_types=("ImageToTextTask",),
+           task_fields={"body": "body", "phrase": "phrase", "case": "regsense", "numeric": "numeric",
+                        "math": "calc", "minLength": "min_len", "maxLength": "max_len",
+                        "comment": "textinstructions"}),
     Method("bls", ("bls",), ("instructions", *_bls_images()), AnswerKind.CELLS, Category.IMAGE_TASK,
            missing_codes={name: C.UPLOAD for name in _bls_images()}, image_params=_bls_images(),
            initial_wait=1.0, deadline=_IMAGE_DEADLINE),
@@ -151,18 +167,26 @@ METHODS: tuple[Method, ...] = (
     Method("recaptcha_v3", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("action", "min_score", *_TOKEN_OPTIONS), selects=_is_v3, sets={"version": "v3"},
            aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=10.0,
-           http_verb="GET"),
+           http_verb="GET", task_types=("RecaptchaV3TaskProxyless",),
+           task_fields=_task_fields("googlekey", minScore="min_score", pageAction="action",
+                                    isEnterprise="enterprise", apiDomain="domain")),
     Method("recaptcha_v2_enterprise", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN_UA,
            Category.TOKEN, optional=("invisible", "data_s", "action", *_TOKEN_OPTIONS),
            selects=lambda p: _flag(p, "enterprise"), sets={"enterprise": "1"},
-           aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=15.0),
+           aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=15.0,
+           task_types=("RecaptchaV2EnterpriseTaskProxyless", "RecaptchaV2EnterpriseTask"),
+           task_fields=_task_fields("googlekey", isInvisible="invisible", pageAction="action",
+                                    apiDomain="domain", **{"enterprisePayload.s": "data_s"})),
     Method("recaptcha_v2", ("userrecaptcha",), ("googlekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("invisible", "data_s", "version", "enterprise", *_TOKEN_OPTIONS),
            aliases={"sitekey": "googlekey"}, missing_codes=_SITEKEY_CODES, initial_wait=15.0,
-           http_verb="GET"),
+           http_verb="GET", task_types=("RecaptchaV2TaskProxyless", "RecaptchaV2Task"),
+           task_fields=_task_fields("googlekey", isInvisible="invisible", recaptchaDataSValue="data_s",
+                                    apiDomain="domain")),
     Method("turnstile", ("turnstile",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=_TOKEN_OPTIONS, aliases={"googlekey": "sitekey"}, missing_codes=_SITEKEY_CODES,
-           initial_wait=10.0, http_verb="GET"),
+           initial_wait=10.0, http_verb="GET", task_types=("TurnstileTaskProxyless", "TurnstileTask"),
+           task_fields=_task_fields("sitekey", action="action", data="data", pagedata="pagedata")),
     Method("cloudflare_challenge", ("cloudflare_challenge",), ("pageurl", "proxy", "proxytype"),
            AnswerKind.CLEARANCE, Category.CHALLENGE, optional=("userAgent", "cookies", "sitekey"),
            missing_codes={"pageurl": C.PAGEURL}, initial_wait=15.0),
@@ -173,82 +197,116 @@ METHODS: tuple[Method, ...] = (
            initial_wait=15.0, http_verb="GET"),
     Method("geetest", ("geetest",), ("gt", "challenge", "pageurl"), AnswerKind.GEETEST, Category.TOKEN,
            optional=("api_server", "offline", "new_captcha", "userAgent", "proxy", "proxytype"),
-           missing_codes={"gt": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0, http_verb="GET"),
+           missing_codes={"gt": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0, http_verb="GET",
+           # GeeTest v4 is the same task type with ``version: 4``: the geetest_v4 row's selector takes it.
+           task_types=("GeeTestTaskProxyless", "GeeTestTask"),
+           task_fields=_task_fields(None, gt="gt", challenge="challenge", version="version",
+                                    geetestApiServerSubdomain="api_server",
+                                    **{"initParameters.captcha_id": "captcha_id",
+                                       "initParameters.riskType": "risk_type"})),
     Method("hcaptcha", ("hcaptcha",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("invisible", *_TOKEN_OPTIONS), aliases={"googlekey": "sitekey"},
-           missing_codes=_SITEKEY_CODES, initial_wait=15.0),
+           missing_codes=_SITEKEY_CODES, initial_wait=15.0, task_types=("HCaptchaTaskProxyless", "HCaptchaTask"),
+           task_fields=_task_fields("sitekey", isInvisible="invisible", **{"enterprisePayload.rqdata": "data"})),
     Method("captchafox", ("captchafox",), ("sitekey", "pageurl", "proxy", "proxytype"), AnswerKind.TOKEN_UA,
            Category.TOKEN, optional=("userAgent", "cookies"), missing_codes=_SITEKEY_CODES,
-           initial_wait=10.0, http_verb="GET"),
+           initial_wait=10.0, http_verb="GET", task_types=("CaptchaFoxTask",), task_fields=_task_fields("sitekey")),
     Method("friendly_captcha", ("friendly_captcha",), ("sitekey", "pageurl"), AnswerKind.TOKEN,
            Category.TOKEN, optional=("version", *_TOKEN_OPTIONS), missing_codes=_SITEKEY_CODES,
-           initial_wait=10.0, http_verb="GET"),
+           initial_wait=10.0, http_verb="GET",
+           task_types=("FriendlyCaptchaTaskProxyless", "FriendlyCaptchaTask"), task_fields=_task_fields("sitekey")),
     Method("lemin", ("lemin",), ("captcha_id", "div_id", "pageurl"), AnswerKind.OBJECT, Category.TOKEN,
            optional=("api_server", "userAgent", "proxy", "proxytype"),
            missing_codes={"captcha_id": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=10.0,
-           http_verb="GET"),
+           http_verb="GET", task_types=("LeminTaskProxyless", "LeminTask"),
+           task_fields=_task_fields(None, captchaId="captcha_id", divId="div_id",
+                                    leminApiServerSubdomain="api_server")),
     Method("funcaptcha", ("funcaptcha",), ("publickey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("surl", "data", "userAgent", "proxy", "proxytype"),
-           missing_codes={"publickey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0),
+           missing_codes={"publickey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0,
+           task_types=("FunCaptchaTaskProxyless", "FunCaptchaTask"),
+           task_fields=_task_fields(None, websitePublicKey="publickey", funcaptchaApiJSSubdomain="surl",
+                                    data="data")),
     # 2captcha's other task types (issue 15). None is solved by capgate itself: people on the human page
     # and registered external workers serve them, the sandbox answers them for sandbox keys.
     #
     # A question in words, no image (API v2: TextCaptchaTask).
     Method("text", ("post",), ("textcaptcha",), AnswerKind.TEXT, Category.IMAGE_TASK,
            optional=("lang", "language"), selects=_text_question,
-           initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+           initial_wait=1.0, deadline=_IMAGE_DEADLINE, task_types=("TextCaptchaTask",),
+           task_fields={"comment": "textcaptcha"}),
     # Points to click on an image; answer coordinates:x=..,y=..;... (API v2: CoordinatesTask).
     Method("coordinates", ("post", "base64"), ("body",), AnswerKind.COORDINATES, Category.IMAGE_TASK,
            optional=("textinstructions", "imginstructions", "min_clicks", "max_clicks", "lang"),
            selects=_coordinates, sets={"coordinatescaptcha": "1"}, missing_codes={"body": C.UPLOAD},
-           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE, task_types=("CoordinatesTask",),
+           task_fields={"body": "body", "comment": "textinstructions", "imgInstructions": "imginstructions",
+                        "minClicks": "min_clicks", "maxClicks": "max_clicks"}),
     # An image to turn upright; answer the angle in degrees, in steps of ``angle`` (API v2: RotateTask).
     Method("rotate", ("rotatecaptcha",), ("body",), AnswerKind.ANGLE, Category.IMAGE_TASK,
            optional=("angle", "textinstructions", "imginstructions", "lang"), missing_codes={"body": C.UPLOAD},
-           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE),
+           image_params=("body",), initial_wait=1.0, deadline=_IMAGE_DEADLINE, task_types=("RotateTask",),
+           task_fields={"body": "body", "angle": "angle", "comment": "textinstructions",
+                        "imgInstructions": "imginstructions"}),
     # A recording (mp3, base64) to write down (API v2: AudioTask).
     Method("audio", ("audio",), ("body", "lang"), AnswerKind.TEXT, Category.IMAGE_TASK,
            missing_codes={"body": C.UPLOAD}, media_params=("body",), initial_wait=1.0,
-           deadline=_IMAGE_DEADLINE),
+           deadline=_IMAGE_DEADLINE, task_types=("AudioTask",), task_fields={"body": "body", "lang": "lang"}),
     # API v2: KeyCaptchaTaskProxyless, KeyCaptchaTask; the answer is a token.
     Method("keycaptcha", ("keycaptcha",),
            ("s_s_c_user_id", "s_s_c_session_id", "s_s_c_web_server_sign", "s_s_c_web_server_sign2", "pageurl"),
            AnswerKind.TOKEN, Category.TOKEN, optional=("proxy", "proxytype"), missing_codes={"pageurl": C.PAGEURL},
-           initial_wait=15.0),
+           initial_wait=15.0, task_types=("KeyCaptchaTaskProxyless", "KeyCaptchaTask"),
+           task_fields=_task_fields(None, s_s_c_user_id="s_s_c_user_id", s_s_c_session_id="s_s_c_session_id",
+                                    s_s_c_web_server_sign="s_s_c_web_server_sign",
+                                    s_s_c_web_server_sign2="s_s_c_web_server_sign2")),
     # API v2: CapyTaskProxyless, CapyTask; answer {captchakey, challengekey, answer}.
     Method("capy", ("capy",), ("captchakey", "pageurl"), AnswerKind.OBJECT, Category.TOKEN,
            optional=("api_server", "version", "userAgent", "proxy", "proxytype"), aliases={"sitekey": "captchakey"},
-           missing_codes={"captchakey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0),
+           missing_codes={"captchakey": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=15.0,
+           task_types=("CapyTaskProxyless", "CapyTask"),
+           task_fields=_task_fields("captchakey", apiServer="api_server")),
     # API v2: AmazonTaskProxyless, AmazonTask; answer {captcha_voucher, existing_token}. Its keys are
     # base64 (``+``, ``/``, ``=``), so a missing one is ERROR_BAD_PARAMETERS and its shape is not checked.
     Method("amazon_waf", ("amazon_waf",), ("sitekey", "iv", "context", "pageurl"), AnswerKind.OBJECT,
            Category.TOKEN, optional=("challenge_script", "captcha_script", "userAgent", "proxy", "proxytype"),
-           missing_codes={"pageurl": C.PAGEURL}, initial_wait=15.0),
+           missing_codes={"pageurl": C.PAGEURL}, initial_wait=15.0, task_types=("AmazonTaskProxyless", "AmazonTask"),
+           task_fields=_task_fields("sitekey", iv="iv", context="context", challengeScript="challenge_script",
+                                    captchaScript="captcha_script")),
     # API v2: MtCaptchaTaskProxyless, MtCaptchaTask; the answer is a token.
     Method("mtcaptcha", ("mt_captcha",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
-           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0),
+           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0,
+           task_types=("MtCaptchaTaskProxyless", "MtCaptchaTask"), task_fields=_task_fields("sitekey")),
     # API v2: DataDomeSliderTask (proxy required); the answer is the datadome cookie.
     Method("datadome", ("datadome",), ("captcha_url", "pageurl", "userAgent", "proxy", "proxytype"),
            AnswerKind.TOKEN, Category.CHALLENGE, optional=("cookies",), missing_codes={"pageurl": C.PAGEURL},
-           initial_wait=15.0),
+           initial_wait=15.0, task_types=("DataDomeSliderTask",),
+           task_fields=_task_fields(None, captchaUrl="captcha_url")),
     # API v2: CutCaptchaTaskProxyless, CutCaptchaTask; the answer is a token.
     Method("cutcaptcha", ("cutcaptcha",), ("misery_key", "api_key", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("userAgent", "proxy", "proxytype"),
-           missing_codes={"misery_key": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=10.0),
+           missing_codes={"misery_key": C.GOOGLEKEY, "pageurl": C.PAGEURL}, initial_wait=10.0,
+           task_types=("CutCaptchaTaskProxyless", "CutCaptchaTask"),
+           task_fields=_task_fields(None, miseryKey="misery_key", apiKey="api_key")),
     # API v2: TencentTaskProxyless, TencentTask; answer {appid, ret, ticket, randstr}.
     Method("tencent", ("tencent",), ("app_id", "pageurl"), AnswerKind.OBJECT, Category.TOKEN,
            optional=("userAgent", "proxy", "proxytype"), missing_codes={"app_id": C.GOOGLEKEY, "pageurl": C.PAGEURL},
-           initial_wait=10.0),
+           initial_wait=10.0, task_types=("TencentTaskProxyless", "TencentTask"),
+           task_fields=_task_fields(None, appId="app_id")),
     # API v2: AtbCaptchaTaskProxyless, AtbCaptchaTask; the answer is a token.
     Method("atb_captcha", ("atb_captcha",), ("app_id", "api_server", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
            optional=("userAgent", "proxy", "proxytype"), missing_codes={"app_id": C.GOOGLEKEY, "pageurl": C.PAGEURL},
-           initial_wait=10.0),
+           initial_wait=10.0, task_types=("AtbCaptchaTaskProxyless", "AtbCaptchaTask"),
+           task_fields=_task_fields(None, appId="app_id", apiServer="api_server")),
     # Yandex SmartCaptcha. API v2: YandexSmartCaptchaTaskProxyless, YandexSmartCaptchaTask; a token.
     Method("yandex_smart", ("yandex",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
-           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0),
+           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0,
+           task_types=("YandexSmartCaptchaTaskProxyless", "YandexSmartCaptchaTask"),
+           task_fields=_task_fields("sitekey")),
     # API v2: ProsopoTaskProxyless, ProsopoTask; the answer is a token.
     Method("prosopo", ("prosopo",), ("sitekey", "pageurl"), AnswerKind.TOKEN, Category.TOKEN,
-           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0),
+           optional=_TOKEN_OPTIONS, missing_codes=_SITEKEY_CODES, initial_wait=10.0,
+           task_types=("ProsopoTaskProxyless", "ProsopoTask"), task_fields=_task_fields("sitekey")),
 )
 
 BY_NAME: dict[str, Method] = {method.name: method for method in METHODS}
@@ -259,6 +317,7 @@ for _method in METHODS:
         _BY_WIRE[_wire] = (*_BY_WIRE.get(_wire, ()), _method)
 
 WIRE_NAMES: frozenset[str] = frozenset(_BY_WIRE)
+BY_TASK_TYPE: dict[str, Method] = {name: method for method in METHODS for name in method.task_types}
 
 
 def resolve(params: Params) -> Method | None:

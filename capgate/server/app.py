@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from capgate.protocol import wire
 from capgate.protocol.codes import CODES, C
 from capgate.server.admission import Admission
+from capgate.server.bodies import NO_ROOM, TOO_SLOW, BodyTimeout, NoRoom, header, receive_body, refuse, respond
 from capgate.server.observe import CODE, REQUEST_ID, Observer
 from capgate.server.operators import ObservedTasks, operator_routes
 from capgate.server.params import (
@@ -35,11 +36,11 @@ from capgate.server.params import (
     params_in_head,
     parse_body,
     parse_query,
-    read_body,
 )
 from capgate.server.pingback import PingbackSender
 from capgate.server.security import SecurityHeaders, forwarded_client, page_policy
 from capgate.server.service import Service
+from capgate.server.tasks_api import task_endpoints
 from capgate.server.workers import WorkerApi
 from capgate.settings import Settings, parse_networks
 from capgate.store.base import Store
@@ -48,67 +49,10 @@ from capgate.workers.sandbox import SandboxWorker
 
 log = logging.getLogger("capgate.server")
 SWEEP_EVERY_S = 1.0
-PEEK_S = 0.5  # how long a body declared over the limit is waited for, to read its first fields
 HUMAN_PAGE = Path(__file__).parent / "static" / "human.html"
 
 Handler = Callable[[str, RequestParams], Awaitable[wire.Reply]]
 Extension = Callable[[Service], AsyncIterator[None]]
-
-
-async def _peek(receive: Receive) -> bytes:
-    """What of a body declared over the limit has arrived already (one message, waited for briefly): the
-    first fields, where the official clients put ``json=1``, without reading the rest."""
-    try:
-        message = await asyncio.wait_for(receive(), PEEK_S)
-    except TimeoutError:
-        return b""
-    return bytes(message.get("body", b"")) if message["type"] == "http.request" else b""
-
-
-class BodyTimeout(Exception):
-    """The body did not arrive whole within ``body_timeout``: dropped, nothing of it processed."""
-
-
-async def _receive_body(receive: Receive, declared: int | None, limit: int, timeout: float) -> bytes:
-    if declared is not None and declared > limit:
-        raise BodyTooLarge(await _peek(receive))
-
-    async def chunks() -> AsyncIterator[bytes]:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            yield message.get("body", b"")
-            if not message.get("more_body", False):
-                return
-    try:
-        async with asyncio.timeout(timeout):
-            body = await read_body(chunks(), declared, limit)
-    except TimeoutError:
-        raise BodyTimeout from None
-    if declared is not None and len(body) != declared:
-        raise ClientGone  # the server saw the connection end before the declared length
-    return body
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return ""
-
-
-async def _respond(send: Send, status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    headers.append((b"content-length", str(len(content)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
-
-
-async def _refuse(send: Send, status: int, why: bytes) -> None:
-    """Not a protocol answer: the request was not read (a client over its caps, a body too slow), so
-    it gets an HTTP status that every client treats as "try again later", and the connection ends."""
-    await _respond(send, status, why, [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
-                                       (b"retry-after", b"1")])
 
 
 def _protocol_endpoint(service: Service, admission: Admission, name: str, too_big: str) -> ASGIApp:
@@ -126,34 +70,29 @@ def _protocol_endpoint(service: Service, admission: Admission, name: str, too_bi
         # Read leniently first, so that even a query that fails to parse is answered in its mode.
         pieces = raw_query.split(b"&")
         json_mode, cors = b"json=1" in pieces, b"header_acao=1" in pieces
-        reserved = 0
         try:
             params = RequestParams(values=parse_query(raw_query))
             json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
             if scope["method"] == "POST":
-                raw_length = _header(scope, b"content-length")
-                declared = int(raw_length) if raw_length.isdigit() else None
-                reserved = min(declared if declared is not None else limit, limit)
-                if not admission.reserve(address, reserved):
-                    reserved = 0
-                    await _refuse(send, 503, b"too many request bodies at once; retry\n")
-                    return
-                body = await _receive_body(receive, declared, limit, body_timeout)
-                from_body = parse_body(_header(scope, b"content-type"), body)
+                body = await receive_body(scope, receive, admission, address, limit, body_timeout)
+                from_body = parse_body(header(scope, b"content-type"), body)
                 params.values.update(from_body.values)  # the body wins, as form posts expect
                 params.files.update(from_body.files)
                 json_mode, cors = params.get("json").strip() == "1", params.flag("header_acao")
             reply = await handler(address, params)
+        except NoRoom:
+            await refuse(send, 503, NO_ROOM)
+            return
         except ClientGone:
             log.debug("%s.php: the client left before its body ended; nothing done", name)
             return
         except BodyTimeout:
             log.debug("%s.php: the body took over %s s; dropped", name, body_timeout)
-            await _refuse(send, 408, b"request body too slow\n")
+            await refuse(send, 408, TOO_SLOW)
             return
         except BodyTooLarge as exc:
             # Answered in the mode asked for, in the query or in what was read of the body (body wins).
-            seen = params_in_head(_header(scope, b"content-type"), exc.head)
+            seen = params_in_head(header(scope, b"content-type"), exc.head)
             if "json" in seen:
                 json_mode = seen["json"].strip() == "1"
             if "header_acao" in seen:
@@ -167,9 +106,6 @@ def _protocol_endpoint(service: Service, admission: Admission, name: str, too_bi
         except Exception:
             log.exception("unexpected error in %s.php", name)
             reply = wire.code(C.SERVER_ERROR)
-        finally:
-            if reserved:
-                admission.release(address, reserved)
         content, media_type = reply.render(json_mode)
         headers = [(b"content-type", media_type.encode())]
         if cors:
@@ -179,7 +115,7 @@ def _protocol_endpoint(service: Service, admission: Admission, name: str, too_bi
         request_id = scope.get(REQUEST_ID)
         if request_id is not None:
             headers.append((b"x-request-id", request_id))
-        await _respond(send, 200, content, headers)
+        await respond(send, 200, content, headers)
 
     return endpoint
 
@@ -198,6 +134,7 @@ class ProtocolApp:
             "/res.php": _protocol_endpoint(service, admission, "res", C.BAD_PARAMETERS),
             "/in.php": _protocol_endpoint(service, admission, "in", C.TOO_BIG_CAPTCHA_FILESIZE),
             "/solve.php": _protocol_endpoint(service, admission, "solve", C.TOO_BIG_CAPTCHA_FILESIZE),
+            **task_endpoints(service, admission),  # the JSON task API: /createTask, /getTaskResult, ...
         }
         self._trusted_proxies = parse_networks(service.settings.trusted_proxies, "trusted_proxies")
         # Request ids, log lines and counts (None: none of them, as a benchmark's baseline).
@@ -212,7 +149,7 @@ class ProtocolApp:
         client = scope.get("client")
         address = client[0] if client else "unknown"
         if not self.admission.enter(address):
-            await _refuse(send, 503, b"too many requests open from this address; retry\n")
+            await refuse(send, 503, b"too many requests open from this address; retry\n")
             return
         try:
             observer = self.observer

@@ -1,4 +1,4 @@
-"""Reading a request's parameters: query string, urlencoded or multipart body, merged (body wins).
+"""Reading a request's parameters: query string, urlencoded, multipart or JSON body, merged (body wins).
 
 Bodies are read against a size limit and refused, without being read whole, once they pass it.
 Text must be UTF-8: anything else is refused rather than guessed (a latin-1 fallback would store a
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
@@ -120,6 +122,8 @@ def params_in_head(content_type: str, head: bytes) -> dict[str, str]:
     if not head:
         return {}
     mime, options = parse_options_header(content_type)
+    if _json_body(mime, options, head):
+        return _json_head(head)
     try:
         if mime == b"multipart/form-data":
             boundary = options.get(b"boundary")
@@ -135,6 +139,13 @@ def parse_body(content_type: str, body: bytes) -> RequestParams:
     if not body:
         return RequestParams()
     mime, options = parse_options_header(content_type)
+    if _json_body(mime, options, body):
+        try:
+            return RequestParams(values=parse_json(body))
+        except BadParameters as exc:
+            if mime == b"multipart/form-data":
+                raise BadUpload(str(exc)) from exc  # what a multipart body that cannot be read gets
+            raise
     if mime == b"multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
@@ -144,6 +155,101 @@ def parse_body(content_type: str, body: bytes) -> RequestParams:
         return RequestParams(values=parse_query(body))
     raise BadParameters(f"unsupported content type {content_type!r}")
 
+
+# ------------------------------------------------------------------------------------------- JSON
+
+def _json_body(mime: bytes, options: dict[bytes, bytes], body: bytes) -> bool:
+    """A body that is JSON: declared so, or an object sent under ``text/plain`` (fetch's type for a
+    string body), no type, or a multipart type with no boundary, as 2captcha's own JS clients send it."""
+    if mime == b"application/json":
+        return True
+    if mime in (b"text/plain", b"") or (mime == b"multipart/form-data" and not options.get(b"boundary")):
+        return body.lstrip()[:1] == b"{"
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")  # NaN and Infinity are not JSON
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def json_value(value: Any) -> str | None:
+    """A JSON scalar as the protocol's text: true/false as 1/0 (the protocol's flags), whole numbers as
+    digits (``1.0`` too), other numbers as Python writes them, ``null`` as absent (``None``). Anything
+    else (an object, a list) is not a parameter: :class:`BadParameters`."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise BadParameters("a JSON parameter is not a string, number or boolean")
+
+
+def parse_json(body: bytes) -> dict[str, str]:
+    """A JSON body: one flat object, its scalars as :func:`json_value` spells them."""
+    try:
+        value = _DECODER.decode(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadParameters("parameter is not UTF-8") from exc
+    except (ValueError, RecursionError) as exc:  # malformed, NaN, a number too long, nested too deep
+        raise BadParameters("body is not JSON") from exc
+    if not isinstance(value, dict):
+        raise BadParameters("JSON body is not an object")
+    if len(value) > MAX_FIELDS:
+        raise BadParameters("too many fields")
+    values: dict[str, str] = {}
+    for name, item in value.items():
+        text = json_value(item)
+        if text is not None:
+            values[name] = text
+    return values
+
+
+def _json_head(head: bytes) -> dict[str, str]:
+    """The members of a cut JSON object that ``head`` holds whole: each followed by its ``,`` or ``}``
+    (a number cut short would read as another number)."""
+    values: dict[str, str] = {}
+    text = head.decode("utf-8", errors="ignore")  # the cut may fall inside a character
+    at = text.find("{") + 1
+    if at == 0:
+        return values
+    ws = " \t\r\n"
+    try:
+        while True:
+            while at < len(text) and text[at] in ws:
+                at += 1
+            name, at = _DECODER.raw_decode(text, at)
+            while at < len(text) and text[at] in ws:
+                at += 1
+            if not isinstance(name, str) or text[at:at + 1] != ":":
+                return values
+            at += 1
+            while at < len(text) and text[at] in ws:
+                at += 1
+            item, at = _DECODER.raw_decode(text, at)
+            while at < len(text) and text[at] in ws:
+                at += 1
+            if text[at:at + 1] not in (",", "}"):
+                return values
+            with contextlib.suppress(BadParameters):
+                scalar = json_value(item)
+                if scalar is not None:
+                    values[name] = scalar
+            if text[at] == "}":
+                return values
+            at += 1
+    except (ValueError, RecursionError):  # cut short (or nested too deep): the members read so far
+        return values
+
+
+# ------------------------------------------------------------------------------------------ decode
 
 def _decode(data: bytes) -> str:
     try:

@@ -117,12 +117,24 @@ class Service:
     # ---------------------------------------------------------------------------------- in.php
 
     async def submit(self, ip: str, request: RequestParams) -> Reply:
-        now = time.time()
         try:
-            account = await self.authenticate(ip, request.get("key").strip(), now)
-            return wire.ok(str(await self._submit(account, request, now)))
+            return wire.ok(str(await self.create(ip, request)))
         except Rejected as exc:
             return wire.code(exc.code)
+
+    async def create(self, ip: str, request: RequestParams) -> int:
+        """in.php's submit without its wire form, shared with the JSON task API's createTask: the new
+        task's id, or :class:`Rejected` with the code."""
+        now = time.time()
+        account = await self.authenticate(ip, request.get("key").strip(), now)
+        return await self._submit(account, request, now)
+
+    async def task_state(self, ip: str, key: str, raw_id: str) -> tuple[TaskState, TaskOutcome | None]:
+        """A task's state and outcome as res.php's ``get`` reads them (the JSON task API's
+        getTaskResult), or :class:`Rejected` with the code."""
+        now = time.time()
+        account = await self.authenticate(ip, key.strip(), now)
+        return self._slot(await self._outcome(account.id, _task_id(raw_id), now), now)
 
     async def _submit(self, account: Account, request: RequestParams, now: float) -> int:
         """Store the task the request describes; its id, or :class:`Rejected` with the code."""
