@@ -79,6 +79,8 @@ def test_solutions_read_back_as_the_same_answer(kind: AnswerKind) -> None:
         AnswerKind.GEETEST: answers.GeeTestAnswer("c", "v", "s|jordan"),
         AnswerKind.CLEARANCE: answers.ClearanceAnswer("cf", "UA/2"), AnswerKind.CELLS: answers.CellsAnswer((1, 5)),
         AnswerKind.OBJECT: answers.ObjectAnswer({"captcha_id": "x", "lot_number": "y"}),
+        AnswerKind.COORDINATES: answers.CoordinatesAnswer(((39, 59), (252, 72))),
+        AnswerKind.ANGLE: answers.AngleAnswer(120),
     }
     answer = samples[kind]
     solution = tasks.solution(kind, answers.encode_json(answer, kind))

@@ -218,6 +218,10 @@ def solution(kind: AnswerKind, fields: Mapping[str, Any]) -> dict[str, Any]:
         return {"cf_clearance": request, "userAgent": fields.get("user_agent")}
     if kind is AnswerKind.CELLS:
         return {"click": json.loads(request) if isinstance(request, str) else request}
+    if kind is AnswerKind.COORDINATES:  # API v2's CoordinatesTask: numbers, where in.php's json=1 has strings
+        return {"coordinates": [{"x": int(point["x"]), "y": int(point["y"])} for point in request]}
+    if kind is AnswerKind.ANGLE:  # RotateTask
+        return {"rotate": int(request)}
     return dict(request)
 
 
@@ -235,6 +239,13 @@ def answer_of(kind: AnswerKind, found: Mapping[str, Any]) -> Answer:
         return answers.decode_json(kind, {"request": found.get("cf_clearance"), "user_agent": found.get("userAgent")})
     if kind is AnswerKind.CELLS:
         return answers.decode_json(kind, {"request": found.get("click")})
+    if kind is AnswerKind.COORDINATES:
+        points = found.get("coordinates")
+        if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+            raise answers.AnswerFormatError(f"coordinates: {points!r}")
+        return answers.decode_json(kind, {"request": [{"x": str(p.get("x")), "y": str(p.get("y"))} for p in points]})
+    if kind is AnswerKind.ANGLE:
+        return answers.decode_json(kind, {"request": found.get("rotate")})
     return answers.decode_json(kind, {"request": dict(found)})
 
 
