@@ -33,6 +33,7 @@ from capgate.store.base import Store
 if TYPE_CHECKING:
     from capgate.manage import Manager
 from capgate.store.models import Account, AdminToken, WorkerToken
+from capgate.store.schema import SchemaMode
 
 T = TypeVar("T")
 Command = Callable[[argparse.Namespace], int]
@@ -55,12 +56,16 @@ def _usd(text: str) -> Decimal:
     return value
 
 
-def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) -> T:
+def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]], schema: SchemaMode = "check") -> T:
     from capgate.store.factory import open_store
+    from capgate.store.schema import SchemaMismatch
 
     async def run() -> T:
-        store = open_store(settings.db)
-        await store.open()
+        store = open_store(settings.db, schema=schema)
+        try:
+            await store.open()
+        except SchemaMismatch as exc:
+            raise CliError(str(exc)) from None
         try:
             return await fn(store)
         finally:
@@ -89,10 +94,72 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from capgate.server import running
+    settings = settings_from(args)
+    check_schema(settings)  # once, before the worker processes start: a fresh SQLite file is made here
     # Granian serves (capgate/server/running.py); X-Forwarded-For is read by the app itself, from the
     # trusted_proxies setting only. Ctrl-C or SIGTERM: one line, and every process ends with it.
-    running.run(settings_from(args), log_level=args.log_level, log_format=getattr(args, "log_format", "text"))
+    running.run(settings, log_level=args.log_level, log_format=getattr(args, "log_format", "text"))
     return 0
+
+
+# ------------------------------------------------------------------------------------------ db
+
+
+def check_schema(settings: Settings) -> None:
+    """Refuse to start on a database whose schema is behind (or ahead of) this capgate, naming the
+    command that upgrades it; a new, empty database gets its schema here (``make run`` just works)."""
+    async def nothing(store: Store) -> None:
+        return None
+
+    with_store(settings, nothing)
+
+
+def _schema_versions(store: Store) -> tuple[int, int]:
+    from capgate.store.schema import VERSION
+
+    return store.schema_found, VERSION
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from capgate.store.schema import VERSION
+
+    async def found(store: Store) -> int:
+        return _schema_versions(store)[0]
+
+    before = with_store(settings_from(args), found, schema="upgrade")
+    if before == VERSION:
+        print(f"the schema is up to date (version {VERSION})")
+    elif before == 0:
+        print(f"created the schema (version {VERSION})")
+    else:
+        print(f"upgraded the schema from version {before} to {VERSION}")
+    return 0
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    """Exit 0 when the schema is this capgate's, 1 when ``capgate db upgrade`` has work to do."""
+    from capgate.paths import sqlite_path
+
+    settings = settings_from(args)
+    path = sqlite_path(settings.db)
+    if path is not None and not path.exists():
+        print(f"no database at {path} yet: 'capgate db upgrade' (or the first 'capgate serve') creates it")
+        return 1
+
+    async def versions(store: Store) -> tuple[int, int]:
+        return _schema_versions(store)
+
+    found, wanted = with_store(settings, versions, schema="inspect")
+    if found == wanted:
+        print(f"the schema is up to date (version {found})")
+        return 0
+    if found == 0:
+        print(f"the database has no capgate schema yet: 'capgate db upgrade' creates it (version {wanted})")
+    elif found < wanted:
+        print(f"the schema is at version {found}, this capgate needs {wanted}: run 'capgate db upgrade'")
+    else:
+        print(f"the schema is at version {found}, newer than this capgate knows ({wanted})")
+    return 1
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -464,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_remote_options(delete)
     delete.add_argument("worker", help="the token's id or name (capgate workers list), or the token")
     delete.set_defaults(func=cmd_workers_delete)
+
+    db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="db_command", required=True)
+    upgrade = db.add_parser("upgrade", help="create or upgrade the schema (run it before starting a new release)")
+    add_db_option(upgrade)
+    upgrade.set_defaults(func=cmd_db_upgrade)
+    status = db.add_parser("status", help="the schema's version; exit 1 if 'capgate db upgrade' has work to do")
+    add_db_option(status)
+    status.set_defaults(func=cmd_db_status)
 
     bans = sub.add_parser("bans", help="addresses banned for wrong keys").add_subparsers(
         dest="bans_command", required=True)

@@ -92,6 +92,9 @@ class Settings:
     ocr_processes: int = 0  # 0: one per core
     max_wait: float = 30.0  # longest res.php long-poll (wait=N)
     solve_wait: float = 120.0  # longest solve.php call
+    # Long-polls (res.php wait=N, solve.php) one account may hold at once, per API process; one more
+    # is answered at once, as the same call without a wait would be. 0: none may wait.
+    long_polls_per_account: int = 100
 
     # Labels kept from use (opt-in per account), per family folder.
     label_limit: int = 10_000

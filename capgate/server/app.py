@@ -196,7 +196,8 @@ def create_app(settings: Settings, store: Store | None = None,
         service.hub.on_settle.append(pingbacks.wake)
         service.hub.on_settle.append(observed.settled)
         background = [asyncio.create_task(service.sandbox.run()), asyncio.create_task(_sweeper(service)),
-                      asyncio.create_task(pingbacks.run()), asyncio.create_task(observed.run())]
+                      asyncio.create_task(pingbacks.run()), asyncio.create_task(observed.run()),
+                      asyncio.create_task(service.hub.watch(service.store))]
         async with contextlib.AsyncExitStack() as stack:
             for extension in extensions:
                 await stack.enter_async_context(contextlib.asynccontextmanager(extension)(service))

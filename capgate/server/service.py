@@ -62,7 +62,8 @@ class Service:
         # The reply made for a memoised solved outcome (the same object): parsing its stored answer
         # is most of what a solved poll costs beside the store read.
         self._answer_replies: Memo[int, tuple[TaskOutcome, Reply]] = Memo(SETTLED_MEMO_S)
-        self.hub.on_settle.append(self._forget_outcome)
+        self.hub.on_any_settle.append(self._forget_outcome)
+        self._long_polls: dict[int, int] = {}  # account id -> long-polls it holds now
         self._actions: dict[str, Callable[[Account, RequestParams, float], Awaitable[Reply]]] = {
             "get": self._get, "get2": self._get2, "getbalance": self._balance,
             "reportgood": self._report_good, "reportbad": self._report_bad, "threadsinfo": self._threads,
@@ -177,7 +178,11 @@ class Service:
                 task = (await self.store.outcomes(account.id, [task_id])).get(task_id)
                 return self._slot(task, time.time())[0] is not TaskState.PENDING
 
-            await self.hub.wait([task_id], self.settings.solve_wait, settled)
+            if self._hold_long_poll(account.id):
+                try:
+                    await self.hub.wait([task_id], self.settings.solve_wait, settled)
+                finally:
+                    self._release_long_poll(account.id)
             return self._reply_for((await self.store.outcomes(account.id, [task_id])).get(task_id), time.time())
         except Rejected as exc:
             return wire.code(exc.code)
@@ -240,8 +245,8 @@ class Service:
     async def _outcome(self, account_id: int, task_id: int, now: float) -> TaskOutcome | None:
         """A task's outcome for a poll. Clients poll the same task over and over: an outcome read in
         the last OUTCOME_MEMO_S (pending) or SETTLED_MEMO_S (settled: it no longer changes, and
-        expiry is worked out from its times) is reused. A settle in this process drops the memo at
-        once; one in another process sharing the database is seen within OUTCOME_MEMO_S."""
+        expiry is worked out from its times) is reused. A settle drops the memo as soon as this
+        process hears of it (capgate.workers.notify); at the latest it is OUTCOME_MEMO_S old."""
         memo = self._settled_outcomes.get(task_id, now) or self._pending_outcomes.get(task_id, now)
         if memo is not None and memo[0] == account_id:
             return memo[1]
@@ -285,8 +290,26 @@ class Service:
             now = time.time()
             return enough(self._slot(seen.get(i), now)[0] is not TaskState.PENDING for i in ids)
 
-        await self.hub.wait(ids, wait, settled)
+        if not self._hold_long_poll(account.id):
+            return None  # the account holds its most long-polls: answered as a poll without a wait
+        try:
+            await self.hub.wait(ids, wait, settled)
+        finally:
+            self._release_long_poll(account.id)
         return seen
+
+    def _hold_long_poll(self, account_id: int) -> bool:
+        """Count one more long-poll of the account, unless it holds ``long_polls_per_account``."""
+        held = self._long_polls.get(account_id, 0)
+        if held >= self.settings.long_polls_per_account:
+            return False
+        self._long_polls[account_id] = held + 1
+        return True
+
+    def _release_long_poll(self, account_id: int) -> None:
+        held = self._long_polls.pop(account_id, 1) - 1
+        if held > 0:
+            self._long_polls[account_id] = held
 
     async def _get(self, account: Account, request: RequestParams, now: float) -> Reply:
         if request.get("ids").strip():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -40,6 +40,7 @@ P = ParamSpec("P")
 # pure (the sandbox) answers from the task's fingerprint, and reading every image would be most of
 # the cost of settling.
 Solve = Callable[[Task], tuple[dict[str, object] | None, str | None]]
+SETTLED_AMONG_CHUNK = 500  # ids per look-up when re-reading the waited-for tasks
 SANDBOX_LEASE = "sandbox"  # the lease of tasks the store settles at once for a pure solver
 
 
@@ -64,8 +65,19 @@ class ReportPolicy:
     budget_window_s: float = 86_400.0  # ... over this many seconds back
 
 
+@dataclass(frozen=True)
+class Notice:
+    """What another process changed, as the store's change feed reports it (:meth:`Store.notices`)."""
+
+    settled: tuple[int, ...] = ()  # these tasks settled
+    queued: bool = False  # a task was queued, or given back to the queue
+    ready: bool = False  # the feed is (again) connected: changes from now on are reported
+
+
 class Store(abc.ABC):
     dialect: Dialect
+    schema_found = 0  # the schema version the database had when this store opened it
+    has_notices = False  # whether :meth:`notices` reports other processes' changes (else :meth:`data_version`)
 
     # ---- what a backend supplies
     @abc.abstractmethod
@@ -82,6 +94,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def _read(self, stmt: Stmt) -> Any:
         """One statement outside any transaction: its row (or ``None``) or its rows."""
+
+    # ---- other processes' changes (capgate.workers.notify)
+    def notices(self) -> AsyncIterator[Notice]:
+        """Other processes' changes as they commit, first a ``ready`` notice once listening; raises
+        when the feed breaks (the caller reconnects by calling again)."""
+        raise NotImplementedError(f"{type(self).__name__} has no change feed")
+
+    async def data_version(self) -> int:
+        """A number that changes when another connection commits to the database."""
+        raise NotImplementedError(f"{type(self).__name__} has no data version")
+
+    async def settled_among(self, task_ids: Sequence[int]) -> list[int]:
+        """Those of ``task_ids`` that are no longer pending (any account's)."""
+        found: list[int] = []
+        for start in range(0, len(task_ids), SETTLED_AMONG_CHUNK):
+            chunk = task_ids[start:start + SETTLED_AMONG_CHUNK]
+            found.extend(int(r["id"]) for r in await self._read(scripts.settled_among(chunk)))
+        return found
 
     # ---- accounts and money
     async def create_account(self, key_hash: str, key_prefix: str, threads: int, balance: int,

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from capgate.paths import sqlite_path
 from capgate.store.base import Store
+from capgate.store.schema import SchemaMode
 
 
-def open_store(db: str) -> Store:
+def open_store(db: str, *, schema: SchemaMode = "check") -> Store:
     """The store ``db`` names (``Settings.db``, ``CAPGATE_DB``), not yet opened. Each backend is
-    imported only when chosen: a SQLite deployment never loads psycopg."""
+    imported only when chosen: a SQLite deployment never loads psycopg.
+
+    ``schema``: what opening does to the schema (``capgate.store.schema``). By default a new, empty
+    database gets the schema and one behind this capgate is refused (:class:`SchemaMismatch`):
+    migrations run only when asked for (``capgate db upgrade``), never by whichever process starts first."""
     path = sqlite_path(db)
     if path is None:
         from capgate.store.postgres import PostgresStore
 
-        return PostgresStore(db)
+        return PostgresStore(db, schema=schema)
     from capgate.store.sqlite import SQLiteStore
 
-    return SQLiteStore(path)
+    return SQLiteStore(path, schema=schema)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
@@ -25,8 +25,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from capgate.store.base import Store
-from capgate.store.schema import migrate
+from capgate.store import scripts
+from capgate.store.base import Notice, Store, SubmitLimits, SubmitOutcome
+from capgate.store.models import Account, NewTask
+from capgate.store.schema import SchemaMode, prepare, require_current
 from capgate.store.sql import Dialect, Script, Stmt
 
 T = TypeVar("T")
@@ -35,7 +37,13 @@ Conn = AsyncConnection[DictRow]
 _render = Dialect.POSTGRES.renderer()
 
 TX_RETRIES = 5
+SUBMIT_BATCH_MAX = 64  # one account's submits in one transaction, at most
 CONNECT_TIMEOUT_S = 15.0
+LISTEN_CHANNELS = ("capgate_settled", "capgate_queued")  # sent by scripts.notify_settled / notify_queued
+# TCP keepalives on the listener's connection: a listener whose server vanished without a word
+# (a machine gone, a cable pulled) notices within about 25 s instead of waiting forever.
+LISTEN_KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                                    "keepalives_count": 3}
 
 
 def redacted(url: str) -> str:
@@ -76,17 +84,22 @@ async def drive(conn: Conn, script: Script[T]) -> T:
 
 class PostgresStore(Store):
     dialect = Dialect.POSTGRES
+    has_notices = True
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 16) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 16, schema: SchemaMode = "upgrade") -> None:
         self.url = url
+        self.schema_mode = schema
         self.min_size = min_size
         self.max_size = max(max_size, min_size)
         self._pool: AsyncConnectionPool[Conn] | None = None
+        # Account id -> submits waiting for the account's batch in flight to commit (group commit).
+        self._submits: dict[int, list[tuple[Account, NewTask, float, asyncio.Future[SubmitOutcome]]]] = {}
+        self._batches: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------------------------ plumbing
 
     async def open(self) -> None:
-        # Migrate on a connection of its own first: a server that cannot be reached fails here at
+        # The schema on a connection of its own first (schema.prepare): a server that cannot be reached fails here at
         # once, with libpq's reason, instead of as a pool timeout.
         try:
             conn = await AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row,
@@ -94,8 +107,11 @@ class PostgresStore(Store):
         except psycopg.OperationalError as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ConnectionError(f"cannot connect to PostgreSQL at {redacted(self.url)}: {reason}") from None
-        async with conn, conn.transaction():
-            await drive(conn, migrate(Dialect.POSTGRES))
+        async with conn:
+            async with conn.transaction():
+                self.schema_found, now = await drive(conn, prepare(Dialect.POSTGRES, self.schema_mode))
+            if self.schema_mode != "inspect":
+                require_current(now)
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.url, connection_class=AsyncConnection[DictRow], min_size=self.min_size,
             max_size=self.max_size, open=False, name="capgate",
@@ -130,3 +146,72 @@ class PostgresStore(Store):
     async def _read(self, stmt: Stmt) -> Any:
         async with self._get_pool().connection() as conn:
             return await execute(conn, stmt)
+
+    # ------------------------------------------------------------------------------------ group commit
+
+    async def submit(self, account: Account, task: NewTask, now: float, limits: SubmitLimits) -> SubmitOutcome:
+        """A submit goes at once when none of its account's is in flight; otherwise it waits for that
+        one's commit and goes in the next batch, with every other that queued meanwhile (as SQLite's
+        writer does). An account's submits are one after the other anyway (its row lock): batching
+        them costs no waiting that the lock would not have cost."""
+        queued = self._submits.get(account.id)
+        if queued is not None:
+            future: asyncio.Future[SubmitOutcome] = asyncio.get_running_loop().create_future()
+            queued.append((account, task, now, future))
+            return await future
+        self._submits[account.id] = []
+        try:
+            return (await self._submit_batch(account, [(task, now)], limits))[0]
+        finally:
+            self._next_batch(account.id, limits)
+
+    async def _submit_batch(self, account: Account, tasks: list[tuple[NewTask, float]], limits: SubmitLimits,
+                            ) -> list[SubmitOutcome]:
+        results = await self._transact(scripts.submit_many, self.dialect, account, tasks, limits.max_pending,
+                                       limits.thread_cap_code)
+        return [SubmitOutcome(code=r) if isinstance(r, str) else SubmitOutcome(task_id=r) for r in results]
+
+    def _next_batch(self, account_id: int, limits: SubmitLimits) -> None:
+        queued = self._submits.get(account_id)
+        if not queued:
+            self._submits.pop(account_id, None)
+            return
+        batch, self._submits[account_id] = queued[:SUBMIT_BATCH_MAX], queued[SUBMIT_BATCH_MAX:]
+        running = asyncio.get_running_loop().create_task(self._run_batch(account_id, batch, limits))
+        self._batches.add(running)
+        running.add_done_callback(self._batches.discard)
+
+    async def _run_batch(self, account_id: int,
+                         batch: list[tuple[Account, NewTask, float, asyncio.Future[SubmitOutcome]]],
+                         limits: SubmitLimits) -> None:
+        try:
+            outcomes = await self._submit_batch(batch[-1][0], [(task, now) for _, task, now, _ in batch], limits)
+        except Exception as exc:  # every submit of the batch gets the failure
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        except BaseException:  # cancelled (the store closes): so are the submits waiting on it
+            for *_, future in batch:
+                future.cancel()
+            raise
+        else:
+            for (*_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():  # the caller went away; the task stands regardless
+                    future.set_result(outcome)
+        finally:
+            self._next_batch(account_id, limits)
+
+    async def notices(self) -> AsyncIterator[Notice]:
+        # A connection of its own, outside the pool: it sits in LISTEN for the process's life.
+        conn = await AsyncConnection.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S),
+                                             application_name="capgate-listen", **LISTEN_KEEPALIVE)
+        async with conn:
+            for channel in LISTEN_CHANNELS:
+                await conn.execute(f"LISTEN {channel}")
+            yield Notice(ready=True)
+            async for notice in conn.notifies():
+                if notice.channel == LISTEN_CHANNELS[0]:
+                    yield Notice(settled=tuple(int(part) for part in notice.payload.split(",") if part.isdigit()))
+                else:
+                    yield Notice(queued=True)
+        raise ConnectionError("the listening connection closed")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Literal
 
 from capgate.store.sql import Dialect, Script, one, run
 
@@ -323,3 +324,63 @@ def migrate(dialect: Dialect) -> Script[int]:
             yield run("INSERT INTO schema_version (version) VALUES (?)", version)
             current = version
     return current
+
+
+# ------------------------------------------------------------------------------------ explicit upgrades
+# A store opens its database in one of these ways (``open_store(db, schema=…)``):
+#   "upgrade": bring the schema up to date (``capgate db upgrade``; tests and tools that own their file);
+#   "check": create the schema of a new, empty database, and refuse one that is behind or ahead of
+#            this capgate (``serve``, every command an operator runs day to day);
+#   "inspect": neither: only read the version (``capgate db status``).
+SchemaMode = Literal["upgrade", "check", "inspect"]
+UPGRADE_COMMAND = "capgate db upgrade"
+
+
+class SchemaMismatch(Exception):
+    """The database's schema is not the one this capgate runs on; the message says what to do."""
+
+    def __init__(self, found: int, wanted: int = VERSION) -> None:
+        self.found, self.wanted = found, wanted
+        if found < wanted:
+            text = (f"the database's schema is at version {found}, this capgate needs version {wanted}: "
+                    f"run '{UPGRADE_COMMAND}' (with the same --db or CAPGATE_DB) first")
+        else:
+            text = (f"the database's schema is at version {found}, newer than this capgate knows ({wanted}): "
+                    "run the capgate release that upgraded it, or a later one")
+        super().__init__(text)
+
+
+_HAS_VERSION_TABLE = {
+    Dialect.SQLITE: "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+    # The table the unqualified name finds on the search path, as every other statement does.
+    Dialect.POSTGRES: "SELECT COUNT(to_regclass('schema_version')) AS n",
+}
+
+
+def current_version(dialect: Dialect) -> Script[int]:
+    """The database's schema version; 0 for a database capgate never wrote to."""
+    found = yield one(_HAS_VERSION_TABLE[dialect])
+    if not int(found["n"]):
+        return 0
+    row = yield one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+    return int(row["v"])
+
+
+def prepare(dialect: Dialect, mode: SchemaMode) -> Script[tuple[int, int]]:
+    """Open the schema as ``mode`` says, in the caller's transaction: (the version found, the version
+    now). "check" and "upgrade" hold the migration lock, so of several processes opening one new
+    database at once exactly one creates it and the others find it made."""
+    if mode == "inspect":
+        found = yield from current_version(dialect)
+        return found, found
+    yield one("{migration_lock}")
+    found = yield from current_version(dialect)
+    if mode == "upgrade" or found == 0:
+        return found, (yield from migrate(dialect))
+    return found, found
+
+
+def require_current(version: int) -> None:
+    """Raise :class:`SchemaMismatch` unless ``version`` is this capgate's."""
+    if version != VERSION:
+        raise SchemaMismatch(version)

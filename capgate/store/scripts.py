@@ -29,6 +29,7 @@ from capgate.store.models import (
     AdminToken,
     LedgerKind,
     NewTask,
+    Pool,
     Task,
     TaskOutcome,
     TaskSearch,
@@ -53,6 +54,26 @@ def _in(states: Sequence[TaskState]) -> str:
 
 
 _SETTLED = _in(lifecycle.states_that_allow(Event.EXPIRE))
+NOTIFY_IDS = 300  # task ids per notice: PostgreSQL's payload holds under 8000 bytes
+
+# ------------------------------------------------------------------------------------ change notices
+# Sent in the transaction that makes the change, so another process hears of it only once it is
+# committed (PostgreSQL's NOTIFY; on SQLite the statement does nothing and the file's data version
+# tells: capgate.workers.notify).
+
+
+def notify_settled(task_ids: Sequence[int]) -> Script[None]:
+    for start in range(0, len(task_ids), NOTIFY_IDS):
+        yield run("{notify_settled}", ",".join(str(i) for i in task_ids[start:start + NOTIFY_IDS]))
+
+
+def notify_queued(method: str) -> Script[None]:
+    yield run("{notify_queued}", method)
+
+
+def settled_among(task_ids: Sequence[int]) -> Stmt:
+    return rows(f"SELECT id FROM tasks WHERE id IN ({marks(len(task_ids))}) AND state <> 'pending'", *task_ids)
+
 
 # ------------------------------------------------------------------------------------ accounts
 
@@ -118,6 +139,7 @@ def _cancel_pending(account_id: int, now: float) -> Script[list[int]]:
         if isinstance(decision, Decision):
             yield from _apply(decision, now)
             cancelled.append(decision.task.id)
+    yield from notify_settled(cancelled)
     return cancelled
 
 
@@ -149,6 +171,10 @@ def submit(dialect: Dialect, account: Account, task: NewTask, now: float, max_pe
            thread_cap_code: str) -> Script[int | str]:
     """The new task's id, or the code that refuses it."""
     if dialect.row_locks:
+        # The commit does not wait for the disk (sql.py "async_commit"): the account's row lock is
+        # held until the commit, and waiting for a flush under it made one account's submits one
+        # fsync each, one after the other.
+        yield run("{async_commit}")
         # This account's submits, in every process, check its load one at a time; the next
         # statement's snapshot then holds every task the lock's previous holder committed.
         locked = yield one("SELECT id FROM accounts WHERE id = ?{lock}", account.id)
@@ -185,7 +211,74 @@ def submit(dialect: Dialect, account: Account, task: NewTask, now: float, max_pe
         return C.SERVER_ERROR
     for name, data in task.blobs.items():  # one image, mostly; up to nine (bls)
         yield run("INSERT INTO task_blobs (task_id, name, data) VALUES (?, ?, ?)", task_id, name, data)
+    if task.pool is not Pool.SANDBOX and dialect.row_locks:
+        yield from notify_queued(task.method)
     return task_id
+
+
+def submit_many(dialect: Dialect, account: Account, tasks: Sequence[tuple[NewTask, float]], max_pending: int,
+                thread_cap_code: str) -> Script[list[int | str]]:
+    """Submits of one account, each ``(task, now)``, in one transaction: each new task's id or the
+    code that refuses it, decided in order exactly as one :func:`submit` after another would.
+
+    PostgreSQL's group commit: the account's row is locked once and each statement carries the whole
+    batch, so a burst of one account's submits costs a handful of round trips under its lock, not a
+    handful per submit (the lock made them one after the other, whatever the connections)."""
+    assert dialect.row_locks, "SQLite's single writer batches transactions itself"
+    now = min(at for _, at in tasks)
+    yield run("{async_commit}")
+    locked = yield one("SELECT id FROM accounts WHERE id = ?{lock}", account.id)
+    if locked is None:
+        raise LookupError(f"no account {account.id}")
+    row = yield load_statement(dialect, account.id, "", now)  # no task has an empty fingerprint
+    prints = sorted({task.fingerprint for task, _ in tasks})
+    found = yield rows("SELECT DISTINCT fingerprint FROM tasks WHERE account_id = ? AND state = 'pending'"
+                       f" AND deadline_at > ? AND fingerprint IN ({marks(len(prints))})", account.id, now, *prints)
+    pending = {r["fingerprint"] for r in found}
+    load = Load(threads=account.threads, working=int(row["working"]), balance=int(row["balance"]),
+                reserved=int(row["reserved"]), duplicate=False, queued=int(row["queued"]),
+                disabled=bool(row["disabled"]))
+    results: list[int | str] = []
+    admitted: list[int] = []  # indexes into tasks
+    for index, (task, _) in enumerate(tasks):
+        refused = lifecycle.admit(load._replace(duplicate=task.fingerprint in pending), task.price, max_pending,
+                                  thread_cap_code)
+        if refused is not None:
+            results.append(refused)
+            continue
+        pending.add(task.fingerprint)
+        load = load._replace(working=load.working + 1, reserved=load.reserved + task.price, queued=load.queued + 1)
+        results.append(0)
+        admitted.append(index)
+    ids: dict[int, int] = {}
+    for _ in range(ID_TRIES):
+        wanted = {new_task_id(): index for index in admitted if index not in ids.values()}
+        if not wanted:
+            break
+        values: list[Any] = []
+        for task_id, index in wanted.items():
+            task, at = tasks[index]
+            values += [task_id, account.id, task.method, json.dumps(task.params, ensure_ascii=False), task.fingerprint,
+                       task.pool.value, task.price, at, at + task.deadline_s, task.not_before or at, task.pingback]
+        inserted = yield rows(
+            "INSERT INTO tasks (id, account_id, method, params, fingerprint, state, pool, price,"
+            " created_at, deadline_at, not_before, attempts, pingback) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, 0, ?)"] * len(wanted))
+            + " ON CONFLICT (id) DO NOTHING RETURNING id", *values)
+        for got in inserted:
+            ids[int(got["id"])] = wanted[int(got["id"])]
+    blobs = [(task_id, name, data) for task_id, index in ids.items() for name, data in tasks[index][0].blobs.items()]
+    if blobs:
+        yield many("INSERT INTO task_blobs (task_id, name, data) VALUES (?, ?, ?)", blobs)
+    for task_id, index in ids.items():
+        results[index] = task_id
+    for index in admitted:
+        if not results[index]:  # pragma: no cover - ID_TRIES collisions in a 9e10 space
+            results[index] = C.SERVER_ERROR
+    queued = {tasks[index][0].method for index in ids.values() if tasks[index][0].pool is not Pool.SANDBOX}
+    for method in sorted(queued):
+        yield from notify_queued(method)
+    return results
 
 
 def task_of(account_id: int, task_id: int) -> Stmt:
@@ -300,6 +393,10 @@ def act(task_id: int, event: Event, ctx: Context) -> Script[bool]:
     if isinstance(decision, Refused):
         return False
     yield from _apply(decision, ctx.now)
+    if decision.task.state is not TaskState.PENDING:
+        yield from notify_settled([task_id])
+    elif event in (Event.GIVE_BACK, Event.TO_HUMAN):
+        yield from notify_queued("")
     return True
 
 
@@ -340,7 +437,9 @@ def settle_due(pool: str, now: float, limit: int, solve: Any, lease: str) -> Scr
     for decision in sorted(settled, key=lambda d: d.task.account_id):
         if decision.charge or decision.refund:
             yield from _apply(decision._replace(changed={}), now)
-    return [decision.task.id for decision in settled]
+    done = [decision.task.id for decision in settled]
+    yield from notify_settled(done)
+    return done
 
 
 def blobs(task_id: int) -> Stmt:
@@ -372,6 +471,7 @@ def sweep(now: float, retention_s: float, max_attempts: int) -> Script[list[int]
               " AND settled_at < ?", cutoff)
     yield run("DELETE FROM ip_strikes WHERE at < ?", now - STRIKES_KEPT_S)
     yield run("DELETE FROM ip_bans WHERE until < ?", now)
+    yield from notify_settled(settled)
     return settled
 
 

@@ -125,6 +125,9 @@ _MARKERS = {
         "migration_lock": "SELECT 1 AS locked",  # BEGIN IMMEDIATE holds the file's write lock already
         "sweep_lock": "SELECT TRUE AS mine",
         "strike_lock": "SELECT ? AS locked",
+        # No notices: other processes read the file's data version (capgate.workers.notify).
+        "notify_settled": "SELECT ? AS unheard", "notify_queued": "SELECT ? AS unheard",
+        "async_commit": "SELECT 1 AS synchronous",  # synchronous=NORMAL in WAL mode already
     },
     Dialect.POSTGRES: {
         "lock": " FOR UPDATE", "skip_locked": " FOR UPDATE SKIP LOCKED",
@@ -132,6 +135,14 @@ _MARKERS = {
         "migration_lock": "SELECT CAST(pg_advisory_xact_lock(7161128471814759681) AS TEXT) AS locked",
         "sweep_lock": "SELECT pg_try_advisory_xact_lock(7161128471814759682) AS mine",
         "strike_lock": "SELECT CAST(pg_advisory_xact_lock(1667330151, hashtext(?)) AS TEXT) AS locked",
+        # Delivered to LISTENers when the transaction commits (capgate.workers.notify).
+        "notify_settled": "SELECT CAST(pg_notify('capgate_settled', ?) AS TEXT) AS sent",
+        "notify_queued": "SELECT CAST(pg_notify('capgate_queued', ?) AS TEXT) AS sent",
+        # A submit's commit returns before its WAL reaches the disk (within wal_writer_delay x 3,
+        # 0.6 s by default). What a crash of PostgreSQL itself (not of capgate) may then lose is the
+        # last moment's submits: tasks not yet charged, that no worker has answered (an answer's
+        # commit waits for the disk, and so flushes every submit before it). docs/deploy.md.
+        "async_commit": "SET LOCAL synchronous_commit = off",
     },
 }
 

@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from capgate.store.base import Store
 from capgate.store.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
-from capgate.store.schema import migrate
+from capgate.store.schema import SchemaMode, prepare, require_current
 from capgate.store.sql import Dialect, Script, Stmt
 
 T = TypeVar("T")
@@ -57,8 +57,9 @@ def drive(conn: sqlite3.Connection, script: Script[T]) -> T:
 class SQLiteStore(Store):
     dialect = Dialect.SQLITE
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, schema: SchemaMode = "upgrade") -> None:
         self.path = path
+        self.schema_mode = schema
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -84,7 +85,13 @@ class SQLiteStore(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capgate-sqlite-writer")
         self._writer = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
         self._writer.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
-        await self._run(self._migrate)
+        try:
+            self.schema_found, now = await self._run(self._migrate)
+            if self.schema_mode != "inspect":
+                require_current(now)
+        except BaseException:
+            await self.close()
+            raise
         self._reader = self._connect()
         self._checkpointer.start()
 
@@ -101,16 +108,17 @@ class SQLiteStore(Store):
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> tuple[int, int]:
         # The version is read inside the write transaction: two processes opening a new file at
         # once must not both apply the same migration.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            drive(conn, migrate(Dialect.SQLITE))
+            versions = drive(conn, prepare(Dialect.SQLITE, self.schema_mode))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return versions
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._executor is not None and self._writer is not None, "store is not open"
@@ -173,6 +181,13 @@ class SQLiteStore(Store):
         assert self._reader is not None, "store is not open"
         with self._reader_lock:
             return execute(self._reader, stmt)
+
+    async def data_version(self) -> int:
+        # The reader's view of the file: it changes on any other connection's commit, this
+        # process's writer's included (a wasted look, never a missed one).
+        assert self._reader is not None, "store is not open"
+        with self._reader_lock:
+            return int(self._reader.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
