@@ -54,7 +54,7 @@ class Method:
     @functools.cached_property
     def known_params(self) -> frozenset[str]:
         """The parameters this type has: a task stores these and nothing else."""
-        return frozenset((*self.required, *self.optional, *self.sets))
+        return frozenset((*self.required, *self.optional, *self.sets, *self.task_fields.values()))
     # The JSON task API (2captcha API v2): the ``type`` names that select this row (a name without
     # ``Proxyless`` takes the task's proxy fields), and its task fields -> this row's parameters. A
     # nested field is named by its path (``enterprisePayload.s``).
