@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browserkit import chromium, new_page, skip_without_browser
+from tests.browserkit import new_page, skip_without_browser
 from tests.serverproc import REPO, ServerProcess, start_server
 
 skip_without_browser()
@@ -27,12 +27,6 @@ TURNSTILE = {"method": "turnstile", "sitekey": "0x4AAAAAAA", "pageurl": "https:/
 def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with start_server(tmp_path_factory.mktemp("dashboard"), env={"CAPGATE_OCR": "0"}) as proc:
         yield proc
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture()

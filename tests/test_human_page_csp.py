@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browserkit import chromium, new_page, skip_without_browser
+from tests.browserkit import new_page, skip_without_browser
 from tests.serverproc import ServerProcess, start_server
 from tests.workerkit import worker_token
 
@@ -28,12 +28,6 @@ document.addEventListener("securitypolicyviolation",
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with start_server(tmp_path_factory.mktemp("human-csp"), env={"CAPGATE_OCR": "0"}) as proc:
         yield proc
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture()

@@ -8,14 +8,15 @@ from __future__ import annotations
 import base64
 import io
 import os
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.browserkit import chromium, new_page, skip_without_browser
+from tests.browserkit import new_page, skip_without_browser
+from tests.browserkit import sign_in_human as sign_in
+from tests.browserkit import submit_when_served as submit
 from tests.serverproc import ServerProcess, start_server
 from tests.workerkit import worker_token
 
@@ -23,24 +24,6 @@ skip_without_browser()
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def submit(http: httpx.Client, key: str, **params: str) -> str:
-    """in.php, retried until the page's first claim has told the service that the type is served."""
-    for _ in range(80):
-        reply = http.post("/in.php", data={"key": key, **params})
-        if reply.text != "ERROR_NO_SLOT_AVAILABLE":
-            break
-        time.sleep(0.1)
-    assert reply.text.startswith("OK|"), reply.text
-    return reply.text[3:]
-
-
-def sign_in(page: Page, server: ServerProcess, token: str) -> None:
-    page.goto(server.url("/human"))
-    expect(page).to_have_title("capgate · human solver")
-    page.fill("#token", token)
-    page.click("#signin button[type=submit]")
 
 
 def png(width: int, height: int) -> str:
@@ -53,12 +36,6 @@ def png(width: int, height: int) -> str:
 def human_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with start_server(tmp_path_factory.mktemp("human-types"), env={"CAPGATE_OCR": "0"}) as proc:
         yield proc
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture()
