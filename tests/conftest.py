@@ -70,17 +70,3 @@ def browser() -> Iterator[Any]:
 
     with chromium() as launched:
         yield launched
-
-
-# The files that take a minute or more start first: pytest-xdist hands whole files to its workers in
-# collection order, and one of these left for last would run alone while the other core idles.
-SLOW_FIRST = ("test_load_consistency.py", "test_training.py", "test_compat_npm.py", "test_fuzz.py",
-              "test_front_door.py", "test_operators_server.py", "test_dashboard.py", "test_stops.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
-
-    items.sort(key=rank)  # stable: within a file, and among the rest, the order is unchanged
