@@ -33,10 +33,10 @@ import pytest
 from tests.pgdb import PgDatabase, create_database, drop_database
 from tests.serverproc import REPO, ServerProcess, start_server
 
-# The 5,000 tasks take about 2 minutes of both cores: the suite runs 500 (the same clients,
+# The 5,000 tasks take about 2 minutes of both cores: the suite runs 1,000 (the same clients,
 # kills and checks) to stay within CI's time, CAPGATE_LOAD_TASKS=5000 the full count.
 SANDBOX_CLIENTS, SANDBOX_ACCOUNTS = 40, 10
-SANDBOX_TASKS = int(os.environ.get("CAPGATE_LOAD_TASKS", "500"))
+SANDBOX_TASKS = int(os.environ.get("CAPGATE_LOAD_TASKS", "1000"))
 LIVE_CLIENTS, LIVE_ACCOUNTS, LIVE_TASKS_EACH = 10, 2, 12
 THREADS = 14  # 4 clients of an account x GROUP, and a slow task each: some submits meet the cap
 GROUP = 4
