@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
+from capgate.server.counts import HeldCounts
 from capgate.settings import Network, Settings, parse_networks
 
 
@@ -21,7 +22,7 @@ class Admission:
         self.body_memory = settings.body_memory
         self.address_body_memory = settings.address_body_memory
         self._exempt_networks = parse_networks(settings.ban_exempt, "ban_exempt")
-        self._open: dict[str, int] = {}
+        self._open: HeldCounts[str] = HeldCounts()
         self._bodies: dict[str, int] = {}
         self.body_bytes = 0
 
@@ -32,16 +33,12 @@ class Admission:
 
     def enter(self, address: str) -> bool:
         """A request from ``address`` begins; False when the address has ``per_address`` open already."""
-        count = self._open.get(address, 0)
-        if self.per_address and count >= self.per_address and not self.exempt(address):
-            return False
-        self._open[address] = count + 1
-        return True
+        if self._open.take(address, self.per_address or None):  # per_address 0: no limit
+            return True
+        return self.exempt(address) and self._open.take(address, None)  # asked only past the cap
 
     def leave(self, address: str) -> None:
-        count = self._open.pop(address, 1) - 1
-        if count > 0:
-            self._open[address] = count
+        self._open.give(address)
 
     def reserve(self, address: str, size: int) -> bool:
         """Room for a body of ``size`` bytes from ``address``; False when it would pass a budget."""

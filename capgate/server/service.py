@@ -19,6 +19,7 @@ from capgate.protocol import wire
 from capgate.protocol.codes import CODES, OK_REPORT_RECORDED, C
 from capgate.protocol.methods import BY_NAME
 from capgate.protocol.wire import Reply
+from capgate.server.counts import HeldCounts
 from capgate.server.memo import Memo
 from capgate.server.observe import ACCOUNT
 from capgate.server.params import RequestParams
@@ -63,7 +64,7 @@ class Service:
         # is most of what a solved poll costs beside the store read.
         self._answer_replies: Memo[int, tuple[TaskOutcome, Reply]] = Memo(SETTLED_MEMO_S)
         self.hub.on_any_settle.append(self._forget_outcome)
-        self._long_polls: dict[int, int] = {}  # account id -> long-polls it holds now
+        self._long_polls: HeldCounts[int] = HeldCounts()  # account id -> long-polls it holds now
         self._actions: dict[str, Callable[[Account, RequestParams, float], Awaitable[Reply]]] = {
             "get": self._get, "get2": self._get2, "getbalance": self._balance,
             "reportgood": self._report_good, "reportbad": self._report_bad, "threadsinfo": self._threads,
@@ -300,16 +301,10 @@ class Service:
 
     def _hold_long_poll(self, account_id: int) -> bool:
         """Count one more long-poll of the account, unless it holds ``long_polls_per_account``."""
-        held = self._long_polls.get(account_id, 0)
-        if held >= self.settings.long_polls_per_account:
-            return False
-        self._long_polls[account_id] = held + 1
-        return True
+        return self._long_polls.take(account_id, self.settings.long_polls_per_account)
 
     def _release_long_poll(self, account_id: int) -> None:
-        held = self._long_polls.pop(account_id, 1) - 1
-        if held > 0:
-            self._long_polls[account_id] = held
+        self._long_polls.give(account_id)
 
     async def _get(self, account: Account, request: RequestParams, now: float) -> Reply:
         if request.get("ids").strip():
