@@ -22,7 +22,9 @@ import os
 import resource
 import signal
 import tempfile
+import time
 from collections.abc import Callable
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import MPServer
+from granian.server.mp import WorkerProcess
 
 from capgate.settings import Settings
 from capgate.waiting import stop_notice
@@ -38,6 +41,7 @@ from capgate.waiting import stop_notice
 QUIET = ("Starting granian", "Listening at", "Spawning worker", "Started worker", "Shutting down granian",
          "Stopping worker", "Stopped worker", "Granian shutdown completed")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REAP_WAIT_S = 0.5
 
 
 class _Quiet(logging.Filter):
@@ -45,7 +49,23 @@ class _Quiet(logging.Filter):
         return not str(record.msg).startswith(QUIET)
 
 
+class _Worker(WorkerProcess):
+    def join(self, timeout: float | None = None) -> None:
+        """Granian kills a worker that :meth:`join` leaves alive. A process that has closed its
+        descriptors (its sentinel is ready) has ended but may not be reapable yet for a moment on a
+        busy machine: wait for that moment rather than report a refused stop and kill a dying process."""
+        super().join(timeout)  # type: ignore[no-untyped-call]
+        ended_by = time.monotonic() + REAP_WAIT_S
+        while self.inner.is_alive() and wait([self.inner.sentinel], 0) and time.monotonic() < ended_by:
+            time.sleep(0.005)
+
+
 class _Server(MPServer):
+    def _spawn_worker(self, *args: Any, **kwargs: Any) -> WorkerProcess:
+        worker = super()._spawn_worker(*args, **kwargs)
+        worker.__class__ = _Worker
+        return worker
+
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
         if not self.interrupt_signal:
             signum = args[0] if args and isinstance(args[0], int) else signal.SIGTERM
