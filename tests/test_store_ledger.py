@@ -192,6 +192,22 @@ async def test_charge_on_solve(store: Store) -> None:
         (LedgerKind.TOPUP, 1_000_000, None), (LedgerKind.CHARGE, -250_000, task_id)]
 
 
+async def test_one_batch_charges_many_tasks_of_many_accounts_row_by_row(store: Store) -> None:
+    """The sandbox settles a batch in one transaction with one balance update per account: the rows
+    still read as if written one at a time (running balance_after, one charge per task)."""
+    first = await account(store, threads=10, balance=1_000_000)
+    second = await account(store, threads=10, balance=500_000)
+    charges: dict[int, list[tuple[LedgerKind, int, int | None]]] = {first.id: [], second.id: []}
+    for owner in (first, second, first):
+        for price in (100_000, 20_000, 3_000):
+            charges[owner.id].append((LedgerKind.CHARGE, -price, await submit(store, owner, new_task(price=price))))
+    assert await solve_all(store) == 9
+    for owner, start in ((first, 1_000_000), (second, 500_000)):
+        books = await assert_books_balance(store, owner)
+        assert books[0] == (LedgerKind.TOPUP, start, None)
+        assert sorted(books[1:], key=str) == sorted(charges[owner.id], key=str)
+
+
 async def test_an_answer_is_charged_once(store: Store) -> None:
     owner = await account(store, balance=1_000_000)
     task_id = await submit(store, owner, new_task(price=100_000))

@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from capgate.protocol.codes import C
 from capgate.store import lifecycle
@@ -78,15 +78,36 @@ def settled_among(task_ids: Sequence[int]) -> Stmt:
 # ------------------------------------------------------------------------------------ accounts
 
 
+class Entry(NamedTuple):
+    """One ledger row to write: the money it moves and why."""
+
+    task_id: int | None
+    kind: LedgerKind
+    amount: int
+    note: str
+
+
 def ledger_entry(account_id: int, task_id: int | None, kind: LedgerKind, amount: int, now: float,
                  note: str) -> Script[int]:
     """Move money and write the row that says why, in the caller's transaction."""
-    row = yield one("UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING balance", amount, account_id)
+    return (yield from ledger_entries(account_id, [Entry(task_id, kind, amount, note)], now))
+
+
+def ledger_entries(account_id: int, entries: Sequence[Entry], now: float) -> Script[int]:
+    """Several rows of one account's money in one balance update (a sandbox batch charges dozens of
+    tasks at once): each row's ``balance_after`` is what it would be had they been written one by one."""
+    total = sum(entry.amount for entry in entries)
+    row = yield one("UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING balance", total, account_id)
     if row is None:
         raise LookupError(f"no account {account_id}")
-    yield run("INSERT INTO ledger (account_id, task_id, kind, amount, balance_after, created_at, note)"
-              " VALUES (?, ?, ?, ?, ?, ?, ?)", account_id, task_id, kind.value, amount, row["balance"], now, note)
-    return int(row["balance"])
+    balance = int(row["balance"]) - total
+    values = []
+    for entry in entries:
+        balance += entry.amount
+        values.append((account_id, entry.task_id, entry.kind.value, entry.amount, balance, now, entry.note))
+    yield many("INSERT INTO ledger (account_id, task_id, kind, amount, balance_after, created_at, note)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+    return balance
 
 
 def fetch_account(account_id: int) -> Script[Account]:
@@ -328,12 +349,20 @@ def _apply(decision: Decision, now: float, *, returning: bool = False) -> Script
         values = [value.value if isinstance(value, Enum) else value for value in changes.values()]
         statement = one if returning else run
         row = yield statement(_update_sql(tuple(changes), returning), *values, decision.task.id)
-    task = decision.task
-    if decision.charge:
-        yield from ledger_entry(task.account_id, task.id, LedgerKind.CHARGE, -decision.charge, now, "solved")
-    if decision.refund:
-        yield from ledger_entry(task.account_id, task.id, LedgerKind.REFUND, decision.refund, now, "reportbad")
+    money = _money(decision)
+    if money:
+        yield from ledger_entries(decision.task.account_id, money, now)
     return row
+
+
+def _money(decision: Decision) -> list[Entry]:
+    """The ledger rows a decision writes: its charge, its refund."""
+    money = []
+    if decision.charge:
+        money.append(Entry(decision.task.id, LedgerKind.CHARGE, -decision.charge, "solved"))
+    if decision.refund:
+        money.append(Entry(decision.task.id, LedgerKind.REFUND, decision.refund, "reportbad"))
+    return money
 
 
 @functools.cache
@@ -434,9 +463,12 @@ def settle_due(pool: str, now: float, limit: int, solve: Any, lease: str) -> Scr
         by_columns.setdefault(tuple(decision.changed), []).append([*values, decision.task.id])
     for columns, args in by_columns.items():
         yield many(_update_sql(columns, False), args)
-    for decision in sorted(settled, key=lambda d: d.task.account_id):
-        if decision.charge or decision.refund:
-            yield from _apply(decision._replace(changed={}), now)
+    money: dict[int, list[Entry]] = {}
+    for decision in settled:
+        money.setdefault(decision.task.account_id, []).extend(_money(decision))
+    for account_id in sorted(money):
+        if money[account_id]:
+            yield from ledger_entries(account_id, money[account_id], now)
     done = [decision.task.id for decision in settled]
     yield from notify_settled(done)
     return done
