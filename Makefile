@@ -42,10 +42,13 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-# One pytest worker per core, a test file's tests kept together (module fixtures start once); -rs says
-# why any test skipped.
+# One pytest worker per core and one more: about a quarter of the suite's time is spent waiting on
+# the processes and sockets it starts, which the extra worker fills (2 cores: 5 min 15 s with two
+# workers, 4 min 05 s with three). A test file's tests stay together (module fixtures start once);
+# -rs says why any test skipped.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 unit: venv browser node
-	$(VENV)/bin/pytest -q -rs -p no:cacheprovider -n auto --dist loadfile
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 test: lint typecheck unit
 

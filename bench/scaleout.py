@@ -6,8 +6,10 @@ For each backend and each process count it measures, on a fresh database:
 * ``poll_pending``  ``GET res.php?action=get`` on a task that stays pending;
 * ``submit``        ``POST in.php`` base64 on a sandbox key, tasks due at once (settled by the
                     in-process sandbox workers: the steady state), as ``bench server`` sends them;
-* ``claim_answer``  a worker's claim then answer through the worker API (turnstile tasks submitted
-                    beforehand), per second: what one API process moves for remote workers;
+* ``claim_answer``  a worker's claim then answer through the worker API (turnstile tasks queued by
+                    wrk beforehand), per second: what one API process moves for remote workers.
+                    wrk drives it too (a Lua script: each claimed task is answered by the thread's
+                    next request); an httpx client measured itself, about 300 requests/s of CPU;
 
 each as req/s and as a ratio to the single-process figure on the same backend. Then ``wake``: a
 ``res.php wait=20`` long-poll on one process, its task answered through another; the time from the
@@ -126,12 +128,19 @@ def _turnstile(key: str) -> dict[str, str]:
             "pageurl": "https://example.com/bench"}
 
 
-async def _fill_queue(procs: Sequence[Process], key: str, token: str, count: int) -> None:
+async def _announce(procs: Sequence[Process], token: str) -> None:
+    """Each process learns that turnstile is served (N processes on one port: the kernel picks which
+    one answers, so ask several times)."""
     async with httpx.AsyncClient(timeout=30) as client:
-        for proc in procs:  # each process learns that turnstile is served (N processes on one port:
-            for _ in range(8):  # the kernel picks which one answers, so ask several times)
+        for proc in procs:
+            for _ in range(8):
                 await client.post(proc.url("/worker/v1/claim"), json={"methods": ["turnstile"]},
                                   headers={"Authorization": f"Bearer {token}"})
+
+
+async def _fill_queue(procs: Sequence[Process], key: str, token: str, count: int) -> None:
+    await _announce(procs, token)
+    async with httpx.AsyncClient(timeout=30) as client:
         sem = asyncio.Semaphore(32)
 
         async def one(i: int) -> None:
@@ -146,36 +155,99 @@ async def _fill_queue(procs: Sequence[Process], key: str, token: str, count: int
         await asyncio.gather(*(one(i) for i in range(count)))
 
 
-async def _claim_answer(procs: Sequence[Process], token: str, duration: float, connections: int) -> Load:
-    headers = {"Authorization": f"Bearer {token}"}
-    latencies: list[float] = []
-    errors = 0
-    end = time.perf_counter() + duration
-    start = time.perf_counter()
-    limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as client:
-        async def worker(i: int) -> None:
-            nonlocal errors
-            proc = procs[i % len(procs)]
-            while time.perf_counter() < end:
-                sent = time.perf_counter()
-                claimed = (await client.post(proc.url("/worker/v1/claim"),
-                                             json={"methods": ["turnstile"], "wait": 1})).json()
-                task = claimed.get("task")
-                if task is None:  # the queue ran dry (or another claimer took the last one): ask again
-                    continue
-                body = {"lease": task["lease"], "answer": {"token": "bench"}}
-                reply = await client.post(proc.url(f"/worker/v1/tasks/{task['id']}/answer"), json=body)
-                if reply.status_code != 200:
-                    errors += 1
-                latencies.append(time.perf_counter() - sent)
+def _fill_with_wrk(procs: Sequence[Process], key: str, token: str, opts: Options, workdir: Path) -> Load:
+    """Turnstile tasks queued by wrk for ``opts.duration`` seconds: more than the claims that follow can
+    take in as long (a submit is one request, a claim and answer two). httpx would be the bottleneck."""
+    asyncio.run(_announce(procs, token))
+    workdir.mkdir(parents=True, exist_ok=True)
+    bodies = workdir / "turnstile-bodies.txt"
+    bodies.write_text(f"key={key}&method=turnstile&sitekey=0x4AAAAAAABench&pageurl=https%3A%2F%2Fexample.com%2Fb\n")
+    # The tag goes into a parameter of its own that turnstile does not store: every task is new.
+    fill = Scenario("fill", "turnstile submits", "POST", "/in.php", "OK|", bodies, "&bench=")
+    return _spread(procs, fill, dataclasses.replace(opts, warmup=0), workdir / "fill", 0)
 
-        await asyncio.gather(*(worker(i) for i in range(connections)))
-    elapsed = time.perf_counter() - start
-    ordered = sorted(latencies) or [0.0]
-    return Load(requests=len(latencies), duration_s=elapsed, rps=len(latencies) / elapsed,
-                p50_ms=ordered[len(ordered) // 2] * 1e3, p99_ms=ordered[int(len(ordered) * 0.99)] * 1e3,
-                max_ms=ordered[-1] * 1e3, errors=errors, bad=0)
+
+_CLAIM_ANSWER_LUA = r"""
+-- Each connection claims (waiting up to 1 s); a claimed task is answered by the next request this
+-- thread sends. Counts answers taken (200); claims and answers are both requests to wrk.
+local token = %(token)s
+local jobs = {}
+local threads = {}
+answered = 0
+refused = 0
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function request()
+  local job = table.remove(jobs)
+  if job then
+    return wrk.format("POST", "/worker/v1/tasks/" .. job[1] .. "/answer", headers,
+                      '{"lease":"' .. job[2] .. '","answer":{"token":"bench"}}')
+  end
+  return wrk.format("POST", "/worker/v1/claim", headers, '{"methods":["turnstile"],"wait":1}')
+end
+
+function response(status, headers, body)
+  if string.sub(body, 1, 7) == '{"ok":t' then
+    answered = answered + 1
+    return
+  end
+  local id = string.match(body, '"id":%%s*"(%%d+)"')
+  local lease = string.match(body, '"lease":%%s*"(%%x+)"')
+  if id and lease then
+    table.insert(jobs, {id, lease})
+  elseif status ~= 200 or string.sub(body, 1, 12) ~= '{"task":null' then
+    refused = refused + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local a, r = 0, 0
+  for _, t in ipairs(threads) do
+    a = a + t:get("answered")
+    r = r + t:get("refused")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%%d,"answered":%%d,"refused":%%d,"duration_us":%%d,"errors":%%d,' ..
+    '"p50_us":%%d,"p99_us":%%d,"max_us":%%d}\n',
+    summary.requests, a, r, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+def _claim_answer_wrk(proc: Process, token: str, opts: Options, connections: int, workdir: Path) -> Load:
+    """Claims and answers per second on one process (or one port), by wrk: answers taken, not requests;
+    the latencies are per request (a claim or an answer)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / "claim-answer.lua"
+    script.write_text(_CLAIM_ANSWER_LUA % {"token": json.dumps(token)})
+    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(opts.duration))}s",
+               "--timeout", "10s", "-s", str(script), proc.base_url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=opts.duration + 60)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    stats = json.loads(line[len("BENCH_JSON "):])
+    seconds = stats["duration_us"] / 1e6
+    return Load(requests=stats["answered"], duration_s=seconds, rps=stats["answered"] / seconds,
+                p50_ms=stats["p50_us"] / 1e3, p99_ms=stats["p99_us"] / 1e3, max_ms=stats["max_us"] / 1e3,
+                errors=stats["errors"], bad=stats["refused"])
+
+
+def _claim_answer_spread(procs: Sequence[Process], token: str, opts: Options, workdir: Path) -> Load:
+    share = max(1, opts.connections // len(procs))
+    with concurrent.futures.ThreadPoolExecutor(len(procs)) as pool:
+        loads = list(pool.map(lambda i: _claim_answer_wrk(procs[i], token, opts, share, workdir / f"ca-p{i}"),
+                              range(len(procs))))
+    return Load(requests=sum(x.requests for x in loads), duration_s=max(x.duration_s for x in loads),
+                rps=sum(x.rps for x in loads), p50_ms=statistics.median(x.p50_ms for x in loads),
+                p99_ms=max(x.p99_ms for x in loads), max_ms=max(x.max_ms for x in loads),
+                errors=sum(x.errors for x in loads), bad=sum(x.bad for x in loads))
 
 
 async def _wakes(a: Process, b: Process, key: str, token: str, samples: int) -> list[float]:
@@ -218,10 +290,15 @@ def run_backend(backend: str, counts: Sequence[int], opts: Options, names: Seque
             with database(backend, pg_admin, workdir) as db, \
                     servers(db, n, workdir / f"{backend}-{n}-{name}", one_port) as procs:
                 if name == "claim_answer":
+                    if opts.loadgen != "wrk":  # an asyncio client in this process would measure itself
+                        print("  claim_answer needs wrk: skipped", file=sys.stderr)
+                        continue
                     key = procs[0].create_key(sandbox=False, threads=THREADS, balance="0")
                     token = _worker_token(procs[0])
-                    asyncio.run(_fill_queue(procs, key, token, max(500, int(opts.duration * 1500))))
-                    load = asyncio.run(_claim_answer(procs, token, opts.duration, opts.connections))
+                    filled = _fill_with_wrk(procs, key, token, opts, workdir / f"{backend}-{n}-fill")
+                    load = _claim_answer_spread(procs, token, opts, workdir / f"{backend}-{n}-claims")
+                    if load.requests >= filled.requests - filled.bad:
+                        print("  claim_answer: the queue ran dry, the figure is a floor", file=sys.stderr)
                 else:
                     scenario = _prepare(procs[0], images, workdir)[name]
                     load = _spread(procs, scenario, opts, workdir, 0)
