@@ -11,7 +11,9 @@ For each backend and each process count it measures, on a fresh database:
                     wrk drives it too (a Lua script: each claimed task is answered by the thread's
                     next request); an httpx client measured itself, about 300 requests/s of CPU;
 
-each as req/s and as a ratio to the single-process figure on the same backend. Then ``wake``: a
+each as req/s and as a ratio to the single-process figure on the same backend. First, ``bare``: the
+bare Starlette constant on Granian with 1 and N worker processes under the same wrk, the most that
+N processes of any Python app can gain on this machine. Then ``wake``: a
 ``res.php wait=20`` long-poll on one process, its task answered through another; the time from the
 answer's reply to the long-poll's reply, p50 and p99 over ``--wakes`` samples.
 
@@ -48,7 +50,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench._server import REPO, Process, start_capgate
-from bench.server import SERVER_ENV, THREADS, Load, Options, Scenario, _measure, _png_corpus, _prepare
+from bench.server import BARE, SERVER_ENV, THREADS, Load, Options, Scenario, _measure, _png_corpus, _prepare
+from bench.servers import GRANIAN, _start
 
 RESULTS = REPO / "bench" / "results"
 DEFAULT_PG = os.environ.get("CAPGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -322,6 +325,22 @@ def run_backend(backend: str, counts: Sequence[int], opts: Options, names: Seque
     return result
 
 
+def run_bare(counts: Sequence[int], opts: Options, workdir: Path) -> dict[str, object]:
+    """The machine's own ceiling: the bare Starlette constant on Granian with 1 and N worker processes,
+    driven by the same wrk. What N processes of anything can gain here, with the load generator on the
+    same cores, is at most this ratio."""
+    figures: dict[str, float] = {}
+    for n in counts:
+        command = [*GRANIAN[:GRANIAN.index("--workers") + 1], str(n), *GRANIAN[GRANIAN.index("--workers") + 2:],
+                   "--factory", "bench._bare:create_app"]
+        with _start(command, workdir / f"bare-{n}", f"bare-{n}", "") as server:
+            load = _measure(server, BARE, opts, workdir, 0)
+        figures[str(n)] = load.rps
+        print(f"  bare     {n} process(es)  constant      {load.rps:9.0f} req/s  p99 {load.p99_ms:7.2f} ms",
+              file=sys.stderr, flush=True)
+    return {"rps": figures, "ratio_to_one": {n: rps / figures[str(counts[0])] for n, rps in figures.items()}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench scaleout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgres")
@@ -333,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wakes", type=int, default=200, help="cross-process wake-up samples (0: none)")
     parser.add_argument("--pg", default=DEFAULT_PG, help="a PostgreSQL server where the bench may create databases")
     parser.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare constant's 1-to-N ceiling")
     args = parser.parse_args(argv)
     names = [name for name in args.scenarios.split(",") if name]
     unknown = sorted(set(names) - set(SCENARIOS))
@@ -344,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_port = _has_processes_option()
     results: dict[str, object] = {"processes": counts, "one_port": one_port, "duration_s": args.duration}
     with tempfile.TemporaryDirectory(prefix="capgate-scaleout-") as tmp:
+        if not args.no_bare and loadgen == "wrk":
+            results["bare"] = run_bare(counts, opts, Path(tmp))
         for backend in args.backends.split(","):
             results[backend] = run_backend(backend, counts, opts, names, args.wakes, args.pg, Path(tmp), one_port)
     text = json.dumps(results, indent=2)

@@ -633,7 +633,8 @@ def _py_spy(out: Path, rate: int) -> Iterator[Wrapper]:
     def record(scenario: Scenario, server: Process) -> Iterator[None]:
         target = out / f"{scenario.name}-{next(serial)}.txt"
         spy = subprocess.Popen([exe, "record", "--pid", str(server.pid), "--format", "raw",
-                                "--rate", str(rate), "--nonblocking", "--threads", "--output", str(target)],
+                                "--rate", str(rate), "--nonblocking", "--threads", "--subprocesses",
+                                "--output", str(target)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         try:
