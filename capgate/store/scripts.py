@@ -105,8 +105,10 @@ def ledger_entries(account_id: int, entries: Sequence[Entry], now: float) -> Scr
     for entry in entries:
         balance += entry.amount
         values.append((account_id, entry.task_id, entry.kind.value, entry.amount, balance, now, entry.note))
-    yield many("INSERT INTO ledger (account_id, task_id, kind, amount, balance_after, created_at, note)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+    insert = ("INSERT INTO ledger (account_id, task_id, kind, amount, balance_after, created_at, note)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?)")
+    # One row (a charge, a top-up) as a plain statement: on PostgreSQL a batch costs a cursor of its own.
+    yield run(insert, *values[0]) if len(values) == 1 else many(insert, values)
     return balance
 
 
@@ -507,11 +509,18 @@ def sweep(now: float, retention_s: float, max_attempts: int) -> Script[list[int]
     return settled
 
 
+_PINGBACK_DUE = (f"pingback IS NOT NULL AND pingback_done = 0 AND state IN {_SETTLED}"
+                 " AND COALESCE(pingback_next, 0) <= ?")
+
+
+def any_due_pingback(now: float) -> Stmt:
+    return one(f"SELECT 1 AS due FROM tasks WHERE {_PINGBACK_DUE} LIMIT 1", now)
+
+
 def due_pingbacks(now: float, hold_s: float, limit: int) -> Script[list[Task]]:
     # SKIP LOCKED: a task another sender is taking right now is left to it.
     found = yield rows(
-        f"UPDATE tasks SET pingback_next = ? WHERE id IN (SELECT id FROM tasks WHERE pingback IS NOT NULL"
-        f" AND pingback_done = 0 AND state IN {_SETTLED} AND COALESCE(pingback_next, 0) <= ? LIMIT ?"
+        f"UPDATE tasks SET pingback_next = ? WHERE id IN (SELECT id FROM tasks WHERE {_PINGBACK_DUE} LIMIT ?"
         "{skip_locked}) RETURNING *", now + hold_s, now, limit)
     return [Task.from_row(r) for r in found]
 
