@@ -35,25 +35,12 @@ import httpx
 from PIL import Image
 
 from bench._server import REPO, Process, start_capgate
+from capgate.testing import resident_memory
 
 MiB = 1024 * 1024
 ENV = {"CAPGATE_BAN_EXEMPT": "", "CAPGATE_OCR": "false", "CAPGATE_SANDBOX_DELAY": "86400",
        "CAPGATE_IMAGE_DEADLINE": "86400"}
 RESULTS = REPO / "bench" / "results"
-
-
-def _rss(pid: int) -> int:
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if int(entry.name) == pid or parent == pid:
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-    return total
 
 
 @dataclass
@@ -121,7 +108,7 @@ def phase(server: Process, key: str, url: str, name: str, duration: float) -> Ph
     context = multiprocessing.get_context("fork")
     stop = context.Event()
     attacker = context.Process(target=_attack, args=(server, key, name, stop), daemon=True)
-    before = _rss(server.pid)
+    before = resident_memory(server.pid)
     attacker.start()
     time.sleep(0.5)  # the connections are open
     latencies: list[float] = []
@@ -137,7 +124,7 @@ def phase(server: Process, key: str, url: str, name: str, duration: float) -> Ph
                 ok = False
             latencies.append(time.perf_counter() - started)
             failed += not ok
-            peak = max(peak, _rss(server.pid))
+            peak = max(peak, resident_memory(server.pid))
             time.sleep(0.02)
     stop.set()
     attacker.join(15)

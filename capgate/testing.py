@@ -28,6 +28,24 @@ from pathlib import Path
 import httpx
 
 
+def resident_memory(pid: int) -> int:
+    """Resident memory of process ``pid`` and its children, in bytes (Linux ``/proc``): a server's
+    worker processes are its children."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            status = (entry / "status").read_text() if int(entry.name) == pid or parent == pid else ""
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

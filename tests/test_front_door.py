@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from capgate.testing import resident_memory
 from tests.serverproc import ServerProcess, start_server
 from tests.workerkit import png_b64
 
@@ -48,24 +49,6 @@ def key(door: ServerProcess) -> str:
     return door.create_key(sandbox=True, threads=1000, balance="100")
 
 
-def _rss(pid: int) -> int:
-    """Resident memory of a process and its children, in bytes."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if int(entry.name) == pid or int(stat[1]) == pid:
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
-
-
 @dataclass
 class Watch:
     """A normal client's polls, one after another on one connection, and the server's peak memory."""
@@ -90,7 +73,7 @@ class Watch:
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
                 self.latencies.append(time.perf_counter() - started)
-                self.peak_rss = max(self.peak_rss, _rss(self.server.pid))
+                self.peak_rss = max(self.peak_rss, resident_memory(self.server.pid))
                 time.sleep(0.02)
 
     def stop(self) -> None:
@@ -104,7 +87,7 @@ def watched(server: ServerProcess, key: str) -> Iterator[Watch]:
                                                        "sandbox": "sandbox-slow-60"}).text
     assert submitted.startswith("OK|"), submitted
     watch = Watch(server, server.url(f"res.php?key={key}&action=get&id={submitted[3:]}"), "CAPCHA_NOT_READY")
-    watch.base_rss = _rss(server.pid)
+    watch.base_rss = resident_memory(server.pid)
     thread = threading.Thread(target=watch.run, daemon=True)
     thread.start()
     while not watch.latencies and thread.is_alive():
