@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-BENCHES = ("server", "servers", "attack", "scaleout", "ocr", "ocr_e2e", "client", "training")
+BENCHES = ("server", "servers", "attack", "scaleout", "store", "ocr", "ocr_e2e", "client", "training")
 
 
 def _load(name: str) -> ModuleType | None:
