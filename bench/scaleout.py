@@ -50,7 +50,18 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench._server import REPO, Process, start_capgate
-from bench.server import BARE, SERVER_ENV, THREADS, Load, Options, Scenario, _measure, _png_corpus, _prepare
+from bench.server import (
+    BARE,
+    SERVER_ENV,
+    THREADS,
+    Load,
+    Options,
+    Scenario,
+    _cpu_seconds,
+    _measure,
+    _png_corpus,
+    _prepare,
+)
 from bench.servers import GRANIAN, _start
 
 RESULTS = REPO / "bench" / "results"
@@ -299,15 +310,21 @@ def run_backend(backend: str, counts: Sequence[int], opts: Options, names: Seque
                     key = procs[0].create_key(sandbox=False, threads=THREADS, balance="0")
                     token = _worker_token(procs[0])
                     filled = _fill_with_wrk(procs, key, token, opts, workdir / f"{backend}-{n}-fill")
+                    cpu = sum(_cpu_seconds(proc.pid) or 0.0 for proc in procs)
                     load = _claim_answer_spread(procs, token, opts, workdir / f"{backend}-{n}-claims")
+                    if load.requests:  # the servers' CPU (with their worker processes) per pair
+                        load.cpu_us = (sum(_cpu_seconds(proc.pid) or 0.0 for proc in procs) - cpu) / load.requests * 1e6
                     if load.requests >= filled.requests - filled.bad:
                         print("  claim_answer: the queue ran dry, the figure is a floor", file=sys.stderr)
                 else:
                     scenario = _prepare(procs[0], images, workdir)[name]
                     load = _spread(procs, scenario, opts, workdir, 0)
             figures.setdefault(name, {})[str(n)] = load.rps
+            if load.cpu_us:
+                figures.setdefault(f"{name}_cpu_us", {})[str(n)] = load.cpu_us
+            cpu_note = f"  CPU {load.cpu_us:.0f} µs each" if load.cpu_us else ""
             print(f"  {backend:<8} {n} process(es)  {name:<13} {load.rps:9.0f} req/s  p99 {load.p99_ms:7.2f} ms"
-                  f"  errors {load.errors} non-OK {load.bad} {load.sample[:80]}", file=sys.stderr, flush=True)
+                  f"  errors {load.errors} non-OK {load.bad}{cpu_note} {load.sample[:80]}", file=sys.stderr, flush=True)
     result: dict[str, object] = {"rps": figures, "ratio_to_one": {
         name: {n: rps / by_n[str(counts[0])] for n, rps in by_n.items() if by_n.get(str(counts[0]))}
         for name, by_n in figures.items()}}
