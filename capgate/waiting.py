@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 
@@ -46,3 +47,24 @@ def stop_notice(command: str, signum: int) -> None:
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     with contextlib.suppress(OSError):  # no stderr to tell
         os.write(2, f"{command}: stopping ({name})\n".encode())
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int) -> bool:
+    """End this process when process ``parent`` ends, however it ends (``kill -9`` included): Linux's
+    parent-death signal. Without it a server's worker process outlives a killed main process and goes on
+    serving its port, unsupervised, and an OCR process outlives its server. ``False`` where the system
+    has no such signal (nothing is done). Linux sends it when the *thread* that started this process
+    ends: start processes from threads that live as long as their process (the main thread, or a
+    pool's threads, which live until the pool shuts down)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        return False
+    if os.getppid() != parent:  # it ended before the call above: the signal will never come
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True

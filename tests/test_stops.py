@@ -217,3 +217,40 @@ def test_capgate_worker_stops_with_its_ocr_pool(no_ocr_server: ServerProcess, tm
     with launch(args, no_ocr_server.env, tmp_path) as worker:
         wait_for_pool(worker)
         stop_and_check(worker, how, signum, "capgate worker")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_process_killed_outright_takes_its_children_with_it(no_ocr_server: ServerProcess, tmp_path: Path,
+                                                              command: str) -> None:
+    """``kill -9`` of the main process (a crash, the OOM killer): its Granian worker process must not go
+    on serving the port unsupervised, nor its OCR processes linger (they did, for as long as one looked)."""
+    port = free_port()
+    env = {**os.environ, "CAPGATE_DB": str(tmp_path / "capgate.db"), "CAPGATE_OCR_PROCESSES": "1"}
+    if command == "serve":
+        args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--processes", "2"]
+    else:
+        token = worker_token(no_ocr_server, f"killed-{tmp_path.name}", "--methods", "normal")
+        args = ["worker", "--ocr", "--server", no_ocr_server.base_url, "--token", token, "--processes", "1"]
+        env = no_ocr_server.env
+    with launch(args, env, tmp_path) as launched:
+        wait_for_pool(launched)
+        if command == "serve":
+            deadline = time.monotonic() + START_S
+            while True:  # both worker processes up (each runs its own OCR pool)
+                spawned = [pid for pid in group(launched.pid) if b"spawn_main" in cmdline(pid)]
+                if len(spawned) >= 2:
+                    break
+                assert time.monotonic() < deadline, launched.stderr()
+                time.sleep(0.05)
+        before = group(launched.pid)
+        assert len(before) >= 3, before  # the main process and its children
+        launched.process.kill()
+        launched.process.wait()
+        deadline = time.monotonic() + 10.0
+        while (left := group(launched.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert left == [], [cmdline(pid) for pid in left]
+        if command == "serve":
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0)

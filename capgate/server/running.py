@@ -35,7 +35,7 @@ from granian.server import MPServer
 from granian.server.mp import WorkerProcess
 
 from capgate.settings import Settings
-from capgate.waiting import stop_notice
+from capgate.waiting import die_with_parent, stop_notice
 
 # Granian's own messages around a start and a stop: capgate prints its own line instead.
 QUIET = ("Starting granian", "Listening at", "Spawning worker", "Started worker", "Shutting down granian",
@@ -120,9 +120,10 @@ def _hook_worker_signals() -> None:
     signals.set_loop_signals = set_loop_signals
 
 
-def _load(settings: Settings, log_format: str, level: str, *_: Any) -> Any:
+def _load(settings: Settings, log_format: str, level: str, parent: int, *_: Any) -> Any:
     """The app, built in each worker process (Granian calls this there). Worker processes, not threads:
     capgate's app is CPU-bound Python, which threads under one GIL would not spread over cores."""
+    die_with_parent(parent)
     _hook_worker_signals()
     from capgate.server.observe import configure_logging
 
@@ -185,4 +186,5 @@ def run(settings: Settings, log_level: str = "info", log_format: str = "text") -
     with tempfile.TemporaryDirectory(prefix="capgate-metrics-") as folder:
         if server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             prepare_multiprocess(folder)  # /metrics sums every worker process's series
-        server.serve(target_loader=functools.partial(_load, settings, log_format, level), wrap_loader=False)
+        server.serve(target_loader=functools.partial(_load, settings, log_format, level, os.getpid()),
+                     wrap_loader=False)

@@ -32,6 +32,7 @@ from capgate.solvers.ocr.engine import (
     UnknownProfile,
 )
 from capgate.solvers.ocr.profile import MODEL_FILE, PROFILE_FILE, profile_dir
+from capgate.waiting import die_with_parent
 
 # How long ``close`` lets a busy process finish before it is terminated. Its answer is not waited
 # for (the caller is stopping), so this only spares a process that is about to be idle anyway.
@@ -56,8 +57,9 @@ def _warm_image() -> bytes:
     return buf.getvalue()
 
 
-def _init_worker(profiles_dir: str | None, generic: tuple[GenericName, ...], warm: bool) -> None:
+def _init_worker(profiles_dir: str | None, generic: tuple[GenericName, ...], warm: bool, parent: int) -> None:
     global _profiles_dir, _generic
+    die_with_parent(parent)  # a server killed outright takes its OCR processes with it
     # Ctrl-C reaches every process of the terminal's foreground group: the parent stops the pool,
     # a child must not die of it mid-task with a KeyboardInterrupt traceback. The parent started this
     # process with SIGINT blocked (so a Ctrl-C during start-up waits, pending); ignoring it drops
@@ -159,7 +161,8 @@ class OcrPool:
             max_workers=self.workers,
             mp_context=self._context,
             initializer=_init_worker,
-            initargs=(str(self._profiles_dir) if self._profiles_dir else None, self._generic, self._warm),
+            initargs=(str(self._profiles_dir) if self._profiles_dir else None, self._generic, self._warm,
+                      os.getpid()),
         )
 
     def _start_all(self) -> list[concurrent.futures.Future[int]]:
