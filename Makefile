@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export CAPGATE_DB ?= .capgate/capgate.db
 
-.PHONY: run test lint typecheck unit bench venv clean browser node
+.PHONY: run test lint typecheck unit bench venv clean browser node pgbouncer
 
 # One stamp per set of extras, each newer than pyproject.toml once installed: `make run` installs only
 # what serving needs; `make test` (and lint, typecheck, bench) adds the dev tools and training. The full
@@ -36,6 +36,10 @@ browser:
 node:
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 
+# Debian's PgBouncer, for the test of PostgreSQL behind a transaction pooler (tests/test_pgbouncer.py).
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin" command -v pgbouncer >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
+
 lint: venv
 	$(VENV)/bin/ruff check capgate tests bench
 
@@ -47,7 +51,7 @@ typecheck: venv
 # workers, 4 min 05 s with three). A test file's tests stay together (module fixtures start once);
 # -rs says why any test skipped.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
-unit: venv browser node
+unit: venv browser node pgbouncer
 	$(VENV)/bin/pytest -q -rs -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 test: lint typecheck unit

@@ -61,7 +61,7 @@ def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]], schema: 
     from capgate.store.schema import SchemaMismatch
 
     async def run() -> T:
-        store = open_store(settings.db, schema=schema)
+        store = open_store(settings.db, schema=schema, pooled=settings.db_pooled, listen=settings.db_listen)
         try:
             await store.open()
         except SchemaMismatch as exc:

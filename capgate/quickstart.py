@@ -23,7 +23,7 @@ BALANCE_USD = "10"
 async def _ensure_key(settings: Settings) -> tuple[str, Account]:
     """The quickstart key and its account as they are now (a topup or ``keys threads`` since shows)."""
     path = data_dir(settings.db) / "quickstart.key"
-    store = open_store(settings.db)
+    store = open_store(settings.db, pooled=settings.db_pooled, listen=settings.db_listen)
     await store.open()
     try:
         if path.is_file():

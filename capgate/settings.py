@@ -25,6 +25,12 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     db: str = field(default_factory=database_url)
+    # PostgreSQL behind a transaction pooler (PgBouncer, pool_mode = transaction): db_pooled turns off
+    # server-side prepared statements (a pooled connection may be another server session in the next
+    # transaction), and db_listen names PostgreSQL directly for the LISTEN connection (a session of
+    # its own, which a transaction pooler cannot keep). docs/deploy.md "Sizing".
+    db_pooled: bool = False
+    db_listen: str = ""  # default: db
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     # On SIGTERM or Ctrl-C, requests still running after this many seconds are cut off: a claim or

@@ -181,7 +181,8 @@ def create_app(settings: Settings, store: Store | None = None,
     """The ASGI app. ``extensions`` are async context managers run for the app's life (workers
     that live in the server process, such as the OCR worker). ``release_on_signal``: long-polls are
     answered as soon as the process gets SIGINT or SIGTERM (``capgate serve``)."""
-    service = Service(settings, store or open_store(settings.db))
+    service = Service(settings, store or open_store(settings.db, pooled=settings.db_pooled,
+                                                        listen=settings.db_listen))
     observer = Observer()
     observed = ObservedTasks(service, observer)
 

@@ -7,9 +7,11 @@ from capgate.store.base import Store
 from capgate.store.schema import SchemaMode
 
 
-def open_store(db: str, *, schema: SchemaMode = "check") -> Store:
+def open_store(db: str, *, schema: SchemaMode = "check", pooled: bool = False, listen: str = "") -> Store:
     """The store ``db`` names (``Settings.db``, ``CAPGATE_DB``), not yet opened. Each backend is
-    imported only when chosen: a SQLite deployment never loads psycopg.
+    imported only when chosen: a SQLite deployment never loads psycopg. PostgreSQL only: ``pooled``,
+    ``db`` is a transaction pooler's address; ``listen``, where the LISTEN connection goes instead
+    (``Settings.db_pooled``, ``Settings.db_listen``).
 
     ``schema``: what opening does to the schema (``capgate.store.schema``). By default a new, empty
     database gets the schema and one behind this capgate is refused (:class:`SchemaMismatch`):
@@ -18,7 +20,7 @@ def open_store(db: str, *, schema: SchemaMode = "check") -> Store:
     if path is None:
         from capgate.store.postgres import PostgresStore
 
-        return PostgresStore(db, schema=schema)
+        return PostgresStore(db, schema=schema, pooled=pooled, listen_url=listen or db)
     from capgate.store.sqlite import SQLiteStore
 
     return SQLiteStore(path, schema=schema)

@@ -86,8 +86,13 @@ class PostgresStore(Store):
     dialect = Dialect.POSTGRES
     has_notices = True
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 16, schema: SchemaMode = "upgrade") -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 16, schema: SchemaMode = "upgrade",
+                 pooled: bool = False, listen_url: str = "") -> None:
         self.url = url
+        self.listen_url = listen_url or url
+        # Behind a transaction pooler a prepared statement may be asked of a server session that never
+        # prepared it: psycopg then sends every statement as it is (prepare_threshold None).
+        self._connect_kwargs: dict[str, Any] = {"prepare_threshold": None} if pooled else {}
         self.schema_mode = schema
         self.min_size = min_size
         self.max_size = max(max_size, min_size)
@@ -103,7 +108,7 @@ class PostgresStore(Store):
         # once, with libpq's reason, instead of as a pool timeout.
         try:
             conn = await AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row,
-                                                 connect_timeout=int(CONNECT_TIMEOUT_S))
+                                                 connect_timeout=int(CONNECT_TIMEOUT_S), **self._connect_kwargs)
         except psycopg.OperationalError as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ConnectionError(f"cannot connect to PostgreSQL at {redacted(self.url)}: {reason}") from None
@@ -115,7 +120,7 @@ class PostgresStore(Store):
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.url, connection_class=AsyncConnection[DictRow], min_size=self.min_size,
             max_size=self.max_size, open=False, name="capgate",
-            kwargs={"autocommit": True, "row_factory": dict_row})
+            kwargs={"autocommit": True, "row_factory": dict_row, **self._connect_kwargs})
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         except PoolTimeout:
@@ -203,7 +208,8 @@ class PostgresStore(Store):
 
     async def notices(self) -> AsyncIterator[Notice]:
         # A connection of its own, outside the pool: it sits in LISTEN for the process's life.
-        conn = await AsyncConnection.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S),
+        conn = await AsyncConnection.connect(self.listen_url, autocommit=True,
+                                             connect_timeout=int(CONNECT_TIMEOUT_S),
                                              application_name="capgate-listen", **LISTEN_KEEPALIVE)
         async with conn:
             for channel in LISTEN_CHANNELS:
