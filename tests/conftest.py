@@ -8,7 +8,7 @@ import pytest
 
 from capgate.store.base import Store
 from tests.appkit import AppHost, app_host
-from tests.pgdb import PgDatabase, create_database, drop_database
+from tests.pgdb import PgDatabase, throwaway_database
 from tests.serverproc import ServerProcess, start_server
 from tests.storekit import BACKENDS, Backend, new_backend, sqlite_backend
 
@@ -36,11 +36,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHost]:
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[PgDatabase]:
     """A PostgreSQL database for the session (dropped at the end); skips when none is reachable."""
-    db = create_database()
-    try:
+    with throwaway_database() as db:
         yield db
-    finally:
-        drop_database(db)
 
 
 @pytest.fixture()

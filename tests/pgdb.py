@@ -9,8 +9,10 @@ skipped; ``CAPGATE_TEST_PG`` names the maintenance database to connect to when i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -21,8 +23,16 @@ from psycopg import sql
 PG_CANDIDATES = tuple(f"postgresql://{user}@127.0.0.1:5432/{db}" for db in ("postgres", "test")
                       for user in ("postgres", "root"))
 
-__all__ = ["PG_CANDIDATES", "PgDatabase", "create_database", "database_url", "drop_database", "fresh_schema",
-           "pg_admin_url"]
+__all__ = [
+    "PG_CANDIDATES",
+    "PgDatabase",
+    "create_database",
+    "database_url",
+    "drop_database",
+    "fresh_schema",
+    "pg_admin_url",
+    "throwaway_database",
+]
 
 
 def pg_admin_url() -> str | None:
@@ -72,6 +82,16 @@ def create_database(prefix: str = "capgate_test") -> PgDatabase:
 def drop_database(db: PgDatabase) -> None:
     with psycopg.connect(db.admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "capgate_test") -> Iterator[PgDatabase]:
+    """:func:`create_database`, dropped when the block ends."""
+    db = create_database(prefix)
+    try:
+        yield db
+    finally:
+        drop_database(db)
 
 
 def fresh_schema(db: PgDatabase) -> str:

@@ -30,7 +30,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.pgdb import PgDatabase, create_database, drop_database
+from tests.pgdb import PgDatabase, throwaway_database
 from tests.serverproc import REPO, ServerProcess, start_server
 
 # The 5,000 tasks take about 2 minutes of both cores: the suite runs 1,000 (the same clients,
@@ -52,11 +52,8 @@ EXAMPLE = REPO / "docs" / "example_worker.py"
 
 @pytest.fixture()
 def pg() -> Iterator[PgDatabase]:
-    db = create_database("capgate_test_load")
-    try:
+    with throwaway_database("capgate_test_load") as db:
         yield db
-    finally:
-        drop_database(db)
 
 
 @dataclass

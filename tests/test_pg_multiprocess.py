@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from capgate.store.schema import VERSION
-from tests.pgdb import PgDatabase, create_database, drop_database
+from tests.pgdb import PgDatabase, create_database, drop_database, throwaway_database
 from tests.serverproc import REPO, ServerProcess, start_server
 
 PAGEURL = "https://example.com/login"
@@ -42,11 +42,8 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pg_db() -> Iterator[PgDatabase]:
-    db = create_database("capgate_test_mp")
-    try:
+    with throwaway_database("capgate_test_mp") as db:
         yield db
-    finally:
-        drop_database(db)
 
 
 def server_env(db: PgDatabase, data_dir: Path) -> dict[str, str]:

@@ -29,7 +29,7 @@ from capgate.store.base import Store, SubmitLimits
 from capgate.store.factory import open_store
 from capgate.store.models import NewTask, Pool
 from capgate.testing import free_port
-from tests.pgdb import PgDatabase, create_database, drop_database
+from tests.pgdb import PgDatabase, throwaway_database
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
 pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="needs PgBouncer (make test installs Debian's)")
@@ -40,11 +40,8 @@ TASKS = 200  # each statement runs on each of the 16 client connections more tha
 
 @pytest.fixture()
 def database() -> Iterator[PgDatabase]:
-    db = create_database("capgate_bouncer")
-    try:
+    with throwaway_database("capgate_bouncer") as db:
         yield db
-    finally:
-        drop_database(db)
 
 
 @pytest.fixture()
