@@ -37,7 +37,6 @@ from pathlib import Path
 from capgate.keys import hash_secret, new_key
 from capgate.store.base import SubmitLimits
 from capgate.store.models import NewTask, Pool
-from capgate.solvers.sandbox import solve
 try:
     from capgate.store.factory import open_store
     def make(path): return open_store(path, schema="upgrade")

@@ -20,6 +20,10 @@ from capgate.protocol.codes import C
 from capgate.protocol.methods import BY_NAME
 
 
+POOLED_NEEDS_LISTEN = ("CAPGATE_DB_POOLED needs CAPGATE_DB_LISTEN, PostgreSQL's own address: a transaction pooler "
+                       "carries no LISTEN, and every wake-up from other processes would be lost")
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -201,4 +205,6 @@ def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Setting
         raise ValueError("CAPGATE_REFUND_BUDGET: a share from 0 (no limit) to 1")
     if settings.pingback_hosts_max < 0:
         raise ValueError("CAPGATE_PINGBACK_HOSTS_MAX: 0 or more")
+    if settings.db_pooled and not settings.db_listen:
+        raise ValueError(POOLED_NEEDS_LISTEN)
     return settings

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
+import sys
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -59,11 +59,14 @@ def die_with_parent(parent: int) -> bool:
     has no such signal (nothing is done). Linux sends it when the *thread* that started this process
     ends: start processes from threads that live as long as their process (the main thread, or a
     pool's threads, which live until the pool shuts down)."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
+    if not sys.platform.startswith("linux"):
         return False
-    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+    try:
+        import ctypes  # here: a Python built without ctypes still runs capgate, without this
+
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            return False
+    except Exception:  # no C library to load, no prctl in it: nothing is done
         return False
     if os.getppid() != parent:  # it ended before the call above: the signal will never come
         os.kill(os.getpid(), signal.SIGKILL)

@@ -218,6 +218,9 @@ class PingbackSender:
         async with httpx.AsyncClient(timeout=TIMEOUT_S, transport=transport, follow_redirects=False) as http:
             running: set[asyncio.Task[None]] = set()
             while True:
+                # Cleared before the read, not after it: a settle that wakes the sender while it reads
+                # is looked at on the next round at once, not after IDLE_S.
+                self._wake.clear()
                 try:
                     due = await self.store.due_pingbacks(time.time(), HOLD_S, BATCH)
                 except Exception:
@@ -230,7 +233,6 @@ class PingbackSender:
                     job.add_done_callback(running.discard)
                 if len(due) == BATCH:
                     continue
-                self._wake.clear()
                 await wait_event(self._wake, IDLE_S)
 
     async def _deliver(self, http: httpx.AsyncClient, task: Task) -> None:

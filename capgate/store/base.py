@@ -232,10 +232,6 @@ class Store(abc.ABC):
 
     async def due_pingbacks(self, now: float, hold_s: float, limit: int) -> list[Task]:
         """Settled tasks whose pingback is due, held for ``hold_s`` so no other sender takes them."""
-        # The sender looks after every settle, and most tasks have no pingback: a read (inline on
-        # SQLite) answers that, where the write transaction would queue behind the writer's work.
-        if await self._read(scripts.any_due_pingback(now)) is None:
-            return []
         return await self._transact(scripts.due_pingbacks, now, hold_s, limit)
 
     async def pingback_done(self, task_id: int, delivered: bool, next_at: float | None) -> None:

@@ -96,6 +96,8 @@ def ledger_entry(account_id: int, task_id: int | None, kind: LedgerKind, amount:
 def ledger_entries(account_id: int, entries: Sequence[Entry], now: float) -> Script[int]:
     """Several rows of one account's money in one balance update (a sandbox batch charges dozens of
     tasks at once): each row's ``balance_after`` is what it would be had they been written one by one."""
+    if not entries:
+        raise ValueError("no ledger entries to write")
     total = sum(entry.amount for entry in entries)
     row = yield one("UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING balance", total, account_id)
     if row is None:
@@ -509,18 +511,11 @@ def sweep(now: float, retention_s: float, max_attempts: int) -> Script[list[int]
     return settled
 
 
-_PINGBACK_DUE = (f"pingback IS NOT NULL AND pingback_done = 0 AND state IN {_SETTLED}"
-                 " AND COALESCE(pingback_next, 0) <= ?")
-
-
-def any_due_pingback(now: float) -> Stmt:
-    return one(f"SELECT 1 AS due FROM tasks WHERE {_PINGBACK_DUE} LIMIT 1", now)
-
-
 def due_pingbacks(now: float, hold_s: float, limit: int) -> Script[list[Task]]:
     # SKIP LOCKED: a task another sender is taking right now is left to it.
     found = yield rows(
-        f"UPDATE tasks SET pingback_next = ? WHERE id IN (SELECT id FROM tasks WHERE {_PINGBACK_DUE} LIMIT ?"
+        f"UPDATE tasks SET pingback_next = ? WHERE id IN (SELECT id FROM tasks WHERE pingback IS NOT NULL"
+        f" AND pingback_done = 0 AND state IN {_SETTLED} AND COALESCE(pingback_next, 0) <= ? LIMIT ?"
         "{skip_locked}) RETURNING *", now + hold_s, now, limit)
     return [Task.from_row(r) for r in found]
 

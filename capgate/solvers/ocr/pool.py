@@ -57,9 +57,11 @@ def _warm_image() -> bytes:
     return buf.getvalue()
 
 
-def _init_worker(profiles_dir: str | None, generic: tuple[GenericName, ...], warm: bool, parent: int) -> None:
+def _init_worker(profiles_dir: str | None, generic: tuple[GenericName, ...], warm: bool,
+                 parent: int | None) -> None:
     global _profiles_dir, _generic
-    die_with_parent(parent)  # a server killed outright takes its OCR processes with it
+    if parent is not None:
+        die_with_parent(parent)  # a server killed outright takes its OCR processes with it
     # Ctrl-C reaches every process of the terminal's foreground group: the parent stops the pool,
     # a child must not die of it mid-task with a KeyboardInterrupt traceback. The parent started this
     # process with SIGINT blocked (so a Ctrl-C during start-up waits, pending); ignoring it drops
@@ -161,8 +163,10 @@ class OcrPool:
             max_workers=self.workers,
             mp_context=self._context,
             initializer=_init_worker,
+            # Under forkserver a worker's parent is the fork server, which outlives nothing in particular:
+            # only spawned workers are tied to this process.
             initargs=(str(self._profiles_dir) if self._profiles_dir else None, self._generic, self._warm,
-                      os.getpid()),
+                      os.getpid() if self._context.get_start_method() == "spawn" else None),
         )
 
     def _start_all(self) -> list[concurrent.futures.Future[int]]:
