@@ -19,7 +19,6 @@ from capgate.paths import database_url
 from capgate.protocol.codes import C
 from capgate.protocol.methods import BY_NAME
 
-
 POOLED_NEEDS_LISTEN = ("CAPGATE_DB_POOLED needs CAPGATE_DB_LISTEN, PostgreSQL's own address: a transaction pooler "
                        "carries no LISTEN, and every wake-up from other processes would be lost")
 
