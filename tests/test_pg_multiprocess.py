@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from capgate.store.schema import VERSION
-from tests.pgdb import PgDatabase, create_database, drop_database, throwaway_database
+from tests.pgdb import PgDatabase, throwaway_database
 from tests.serverproc import REPO, ServerProcess, start_server
 
 PAGEURL = "https://example.com/login"
@@ -92,8 +92,7 @@ async def worker_call(client: httpx.AsyncClient, server: ServerProcess, token: s
 
 def test_processes_starting_at_once_migrate_once(tmp_path: Path) -> None:
     """Six commands opening a brand-new database at the same moment: one migrates, none fails."""
-    db = create_database("capgate_test_mig")
-    try:
+    with throwaway_database("capgate_test_mig") as db:
         full_env = {**os.environ, **server_env(db, tmp_path)}
         procs = [subprocess.Popen([sys.executable, "-m", "capgate", "keys", "list"], env=full_env, cwd=REPO,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
@@ -103,8 +102,6 @@ def test_processes_starting_at_once_migrate_once(tmp_path: Path) -> None:
         with psycopg.connect(db.url) as conn:
             versions = [row[0] for row in conn.execute("SELECT version FROM schema_version ORDER BY version")]
         assert versions == list(range(1, VERSION + 1))
-    finally:
-        drop_database(db)
 
 
 async def test_submitted_through_one_polled_through_the_other(pair: Pair) -> None:
