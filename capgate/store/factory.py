@@ -20,9 +20,7 @@ def open_store(db: str, *, schema: SchemaMode = "check", pooled: bool = False, l
     if path is None:
         from capgate.store.postgres import PostgresStore
 
-        if pooled and not listen:  # LISTEN through a transaction pooler hears nothing, and says nothing
-            raise ValueError("a pooled PostgreSQL address needs a direct one to LISTEN on")
-        return PostgresStore(db, schema=schema, pooled=pooled, listen_url=listen or db)
+        return PostgresStore(db, schema=schema, pooled=pooled, listen_url=listen)
     from capgate.store.sqlite import SQLiteStore
 
     return SQLiteStore(path, schema=schema)

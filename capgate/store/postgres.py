@@ -88,6 +88,8 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 16, schema: SchemaMode = "upgrade",
                  pooled: bool = False, listen_url: str = "") -> None:
+        if pooled and not listen_url:  # LISTEN through a transaction pooler hears nothing, and says nothing
+            raise ValueError("a pooled PostgreSQL address needs a direct one to LISTEN on")
         self.url = url
         self.listen_url = listen_url or url
         # Behind a transaction pooler a prepared statement may be asked of a server session that never

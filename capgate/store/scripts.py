@@ -469,10 +469,10 @@ def settle_due(pool: str, now: float, limit: int, solve: Any, lease: str) -> Scr
         yield many(_update_sql(columns, False), args)
     money: dict[int, list[Entry]] = {}
     for decision in settled:
-        money.setdefault(decision.task.account_id, []).extend(_money(decision))
+        if entries := _money(decision):
+            money.setdefault(decision.task.account_id, []).extend(entries)
     for account_id in sorted(money):
-        if money[account_id]:
-            yield from ledger_entries(account_id, money[account_id], now)
+        yield from ledger_entries(account_id, money[account_id], now)
     done = [decision.task.id for decision in settled]
     yield from notify_settled(done)
     return done
