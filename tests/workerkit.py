@@ -78,8 +78,8 @@ async def act(client: httpx.AsyncClient, token: str, task: Task, verb: str, **bo
 
 
 async def submit(client: httpx.AsyncClient, key: str, **params: str) -> str:
-    """in.php; retried briefly while the service has not yet seen a worker for the method (its view of
-    worker presence is cached for a second)."""
+    """in.php; retried briefly while the service has not yet seen a worker for the method (a process
+    other than the one the worker claimed through reads who serves what at most a second late)."""
     for _ in range(80):
         reply = await client.post("/in.php", data={"key": key, **params})
         if reply.text != "ERROR_NO_SLOT_AVAILABLE":

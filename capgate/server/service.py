@@ -40,7 +40,6 @@ MAX_BATCH_IDS = 100
 AUTH_MEMO_S = 0.2
 OUTCOME_MEMO_S = 0.1
 SETTLED_MEMO_S = 5.0
-PRESENCE_CACHE_S = 1.0
 log = logging.getLogger("capgate.service")
 
 
@@ -52,7 +51,6 @@ class Service:
         self.dispatcher = Dispatcher(settings, store, self.hub)
         self.sandbox: SandboxWorker | None = None
         self.builtin_methods: set[str] = set()  # served by in-process workers (OCR)
-        self._presence: tuple[float, set[str]] = (0.0, set())
         self._turns = SubmitTurns(settings.submit_turns, settings.turn_window, settings.turn_block)
         self._ban_exempt = parse_networks(settings.ban_exempt, "ban_exempt")
         self._pingback_fence = Fence.of(settings)
@@ -191,11 +189,7 @@ class Service:
     async def _served(self, method: str, now: float) -> bool:
         if method in self.builtin_methods:
             return True
-        cached_at, served = self._presence
-        if now - cached_at > PRESENCE_CACHE_S:
-            served = await self.store.active_worker_methods(now - self.settings.worker_presence)
-            self._presence = (now, served)
-        return method in served or "*" in served
+        return await self.dispatcher.presence.serves(method, now)
 
     async def _pingback_allowed(self, account: Account, url: str) -> bool:
         host = _host_of(url)

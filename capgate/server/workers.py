@@ -33,7 +33,6 @@ from capgate.workers.source import visible_settings
 from capgate.workers.textcheck import answer_problem
 
 PREFIX = "/worker/v1"
-PRESENCE_EVERY_S = 5.0
 BODY_LIMIT = 2 * 1024 * 1024
 
 
@@ -62,7 +61,6 @@ def pools_for(worker: WorkerToken) -> list[str]:
 class WorkerApi:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self._seen: dict[tuple[int, tuple[str, ...]], float] = {}
 
     async def _worker(self, request: Request) -> WorkerToken:
         header = request.headers.get("authorization", "")
@@ -117,10 +115,7 @@ class WorkerApi:
         wait = _number(body, "wait", 0.0)
         lease_s = _number(body, "lease_seconds", self.dispatcher.settings.lease)
         now = time.time()
-        served = tuple(sorted(methods or ["*"]))
-        if now - self._seen.get((worker.id, served), 0.0) > PRESENCE_EVERY_S:
-            self._seen[(worker.id, served)] = now
-            await self.dispatcher.store.worker_seen(worker.id, served, now)
+        await self.dispatcher.presence.seen(worker.id, methods, now)
         # A worker that hung up while it waited (stopped, crashed) must not be leased a task that
         # no one would then work on until the lease ran out.
         hangup = Hangup(request.receive)

@@ -34,6 +34,7 @@ from capgate.store.base import Store
 from capgate.store.models import Task
 from capgate.workers.labels import keep_task_label
 from capgate.workers.notify import SettleHub
+from capgate.workers.presence import Presence
 
 CLAIM_RECHECK_S = 0.5
 MAX_CLAIM_WAIT_S = 30.0
@@ -113,6 +114,7 @@ class Dispatcher:
         self.settings = settings
         self.store = store
         self.hub = hub
+        self.presence = Presence(store, settings.worker_presence)
 
     def _settled(self, task_id: int) -> None:
         self.hub.settled(task_id)
