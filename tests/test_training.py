@@ -11,6 +11,7 @@ import argparse
 import csv
 import importlib.util
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -351,39 +352,47 @@ def _kaggle_rows() -> list[tuple[str, str]]:
 def test_fine_tune_beats_generic_model(
     data_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """150 labels, about a minute of fine-tuning through ``capgate train``, tested on 100 other images."""
+    """150 labels, three annealed epochs of fine-tuning through ``capgate train`` (about 15 s on two
+    cores), tested on 100 other images. Seeds 1-3 read 99-100% of them; six epochs did no better."""
     from capgate.training.model import generic_charset, generic_model_path
 
     rows = _kaggle_rows()
-    train_rows, test_rows = rows[:150], rows[150:250]
-    folder = tmp_path / "family"
-    folder.mkdir()
-    for name, _ in train_rows:
-        (folder / name).symlink_to(KAGGLE / name)
-    with (folder / "labels.csv").open("w", newline="") as handle:
-        csv.writer(handle).writerows([("filename", "label"), *train_rows])
+    folder = _labelled_links(tmp_path / "family", rows[:150])
+    unseen = _labelled_links(tmp_path / "unseen", rows[150:250])
 
-    # Six epochs, annealed: the time budget alone would keep it fine-tuning for the whole minute.
-    argv = ["train", str(folder), "--profile", "kaggle", "--no-distill", "--time-budget", "60", "--epochs", "6"]
-    argv += ["--seed", "1"]
+    # Three epochs, annealed: the time budget alone would keep it fine-tuning for the whole minute.
+    argv = ["train", str(folder), "--profile", "kaggle", "--no-distill", "--time-budget", "60", "--epochs", "3"]
+    # One thread: the suite runs beside it on the same cores, where a second one mostly spins.
+    argv += ["--seed", "1", "--threads", "1"]
     assert _run(argv) == 0
     out = capsys.readouterr().out
     assert "saved profile 'kaggle'" in out
     assert "shipped the teacher: no student was trained" in out
 
-    profiles = data_home / "profiles"
-    profile = load_profile(profiles, "kaggle")
+    profile = load_profile(data_home / "profiles", "kaggle")
     assert profile.fingerprint == Fingerprint(width=200, height=50, mode="L")
     assert (profile.min_len, profile.max_len) == (5, 5)
     assert set(profile.alphabet) <= set("2345678bcdefgmnpwxy")
-    test = [(KAGGLE / name, label) for name, label in test_rows]
-    trained = evaluate(OnnxModel.from_profile(profile, model_path(profiles, "kaggle")), test)
+    # The trained model is read by ``capgate eval``, as an operator would check it.
+    assert _run(["eval", str(unseen), "--profile", "kaggle"]) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"kaggle: exact match [\d.]+% \((\d+)/(\d+)\)", out)
+    assert found is not None, out
+    correct, total = int(found[1]), int(found[2])
+    assert total == 100 and correct >= 93, out
+    test = [(KAGGLE / name, label) for name, label in rows[150:250]]
     generic = evaluate(OnnxModel(generic_model_path(), generic_charset()[1:], InputSpec(height=64)), test)
-    assert trained.accuracy >= 0.93, trained.errors
-    assert trained.accuracy >= generic.accuracy + 0.08, (trained.accuracy, generic.accuracy)
+    assert correct / total >= generic.accuracy + 0.08, (out, generic.accuracy)
 
-    assert _run(["eval", str(folder), "--profile", "kaggle"]) == 0
-    assert "exact match" in capsys.readouterr().out
+
+def _labelled_links(folder: Path, rows: list[tuple[str, str]]) -> Path:
+    """A data folder of ``rows``' kaggle_v2 images (links) and their labels.csv."""
+    folder.mkdir()
+    for name, _ in rows:
+        (folder / name).symlink_to(KAGGLE / name)
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([("filename", "label"), *rows])
+    return folder
 
 
 @pytest.mark.slow
@@ -399,7 +408,8 @@ def test_distillation_path_produces_both_candidates() -> None:
         [Sample(KAGGLE / name, label) for name, label in rows[:24]],
         [KAGGLE / name for name, _ in rows[24:40]],
     )
-    options = TrainOptions(epochs=1, time_budget=20, max_pool=80, holdout=8)
+    # Two planned passes per student phase: the budget is a ceiling the run never reaches.
+    options = TrainOptions(epochs=1, student_epochs=2, time_budget=20, max_pool=80, holdout=8, threads=1)
     events: list[str] = []
     result = train_profile("tiny", dataset, options, lambda event: events.append(event.stage))
     metrics = result.profile.metrics
