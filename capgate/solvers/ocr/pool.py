@@ -38,6 +38,7 @@ from capgate.waiting import die_with_parent
 # for (the caller is stopping), so this only spares a process that is about to be idle anyway.
 CLOSE_TIMEOUT_S = 0.3
 KILL_AFTER_S = 0.5  # after SIGTERM, before SIGKILL
+MANAGER_JOIN_S = 1.0  # for the executor's own thread, once its processes are gone
 
 _SIGINT_BLOCKABLE = hasattr(signal, "pthread_sigmask")
 
@@ -233,6 +234,7 @@ class OcrPool:
                 return
             self._closed = True
             processes = list((getattr(self._executor, "_processes", None) or {}).values())
+            manager = getattr(self._executor, "_executor_manager_thread", None)
             self._executor.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + timeout_s
         for process in processes:
@@ -247,6 +249,11 @@ class OcrPool:
             if process.is_alive():
                 process.kill()
                 process.join(1.0)
+        if manager is not None:
+            # The executor's thread ends once its processes have, closing its wake-up pipe. Left
+            # running, it races CPython 3.11's exit hook, which writes to that pipe unlocked: "OSError:
+            # Bad file descriptor" printed at exit (seen on a SIGTERM to `capgate worker`).
+            manager.join(MANAGER_JOIN_S)
 
     def __enter__(self) -> OcrPool:
         return self
