@@ -28,7 +28,7 @@ from capgate.money import usd_to_micros
 from capgate.server.app import create_app
 from capgate.server.observe import ACCESS, configure_logging
 from capgate.settings import Settings
-from capgate.store.factory import open_store
+from capgate.store.factory import settings_store
 
 ROUNDS = 15
 CALLS = 2000
@@ -39,7 +39,7 @@ async def measure() -> dict[str, list[float]]:
 
     folder = Path(tempfile.mkdtemp(prefix="capgate-observe-"))
     settings = Settings(db=str(folder / "capgate.db"), ocr=False, sandbox_delay=3600.0)
-    store = open_store(settings.db)
+    store = settings_store(settings)
     app = create_app(settings, store)
     results: dict[str, list[float]] = {"bare": [], "observed": [], "observed+log": []}
     async with asgi_lifespan(app):

@@ -57,11 +57,11 @@ def _usd(text: str) -> Decimal:
 
 
 def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]], schema: SchemaMode = "check") -> T:
-    from capgate.store.factory import open_store
+    from capgate.store.factory import settings_store
     from capgate.store.schema import SchemaMismatch
 
     async def run() -> T:
-        store = open_store(settings.db, schema=schema, pooled=settings.db_pooled, listen=settings.db_listen)
+        store = settings_store(settings, schema=schema)
         try:
             await store.open()
         except SchemaMismatch as exc:

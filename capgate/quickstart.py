@@ -13,7 +13,7 @@ from capgate.keys import PREFIX_LENGTH, hash_secret, new_key, well_formed
 from capgate.money import usd_to_micros
 from capgate.paths import data_dir, missing_folder
 from capgate.settings import Settings, from_env
-from capgate.store.factory import open_store
+from capgate.store.factory import settings_store
 from capgate.store.models import Account
 
 THREADS = 10
@@ -23,7 +23,7 @@ BALANCE_USD = "10"
 async def _ensure_key(settings: Settings) -> tuple[str, Account]:
     """The quickstart key and its account as they are now (a topup or ``keys threads`` since shows)."""
     path = data_dir(settings.db) / "quickstart.key"
-    store = open_store(settings.db, pooled=settings.db_pooled, listen=settings.db_listen)
+    store = settings_store(settings)
     await store.open()
     try:
         if path.is_file():

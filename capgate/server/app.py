@@ -44,7 +44,7 @@ from capgate.server.tasks_api import task_endpoints
 from capgate.server.workers import WorkerApi
 from capgate.settings import Settings, parse_networks
 from capgate.store.base import Store
-from capgate.store.factory import open_store
+from capgate.store.factory import settings_store
 from capgate.workers.sandbox import SandboxWorker
 
 log = logging.getLogger("capgate.server")
@@ -181,8 +181,7 @@ def create_app(settings: Settings, store: Store | None = None,
     """The ASGI app. ``extensions`` are async context managers run for the app's life (workers
     that live in the server process, such as the OCR worker). ``release_on_signal``: long-polls are
     answered as soon as the process gets SIGINT or SIGTERM (``capgate serve``)."""
-    service = Service(settings, store or open_store(settings.db, pooled=settings.db_pooled,
-                                                        listen=settings.db_listen))
+    service = Service(settings, store or settings_store(settings))
     observer = Observer()
     observed = ObservedTasks(service, observer)
 

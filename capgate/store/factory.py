@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from capgate.paths import sqlite_path
+from capgate.settings import Settings
 from capgate.store.base import Store
 from capgate.store.schema import SchemaMode
 
@@ -24,3 +25,9 @@ def open_store(db: str, *, schema: SchemaMode = "check", pooled: bool = False, l
     from capgate.store.sqlite import SQLiteStore
 
     return SQLiteStore(path, schema=schema)
+
+
+def settings_store(settings: Settings, *, schema: SchemaMode = "check") -> Store:
+    """The store ``settings`` name: :func:`open_store` with the settings' database, pooler and LISTEN
+    addresses (every process's way in, so that none forgets the pooler)."""
+    return open_store(settings.db, schema=schema, pooled=settings.db_pooled, listen=settings.db_listen)
