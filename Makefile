@@ -52,7 +52,8 @@ typecheck: venv
 # (module fixtures start once); -rs says why any test skipped. Bytecode is written even where the
 # machine says not to (PYTHONDONTWRITEBYTECODE): the suite starts some hundred Python processes, and
 # each would compile capgate from source again, as each pytest worker would rewrite every test module.
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
+# At most 8: each worker opens its own PostgreSQL connections.
+TEST_WORKERS ?= $(shell n=$$(( $$(nproc) * 2 )); echo $$(( n < 8 ? n : 8 )))
 unit: venv browser node pgbouncer
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -q -rs -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 

@@ -110,9 +110,9 @@ def bare(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bare]:
                    host.worker_token("multi"))
 
 
-def served_now(host: AppHost) -> set[str]:
+async def served_now(host: AppHost) -> set[str]:
     """The methods the store says some worker serves: what a process that saw no claim reads."""
-    return host.run(host.store.active_worker_methods(time.time() - host.settings.worker_presence))
+    return await host.arun(host.store.active_worker_methods(time.time() - host.settings.worker_presence))
 
 
 async def test_live_submit_needs_a_worker_that_claimed_the_method(bare: Bare) -> None:
@@ -139,7 +139,7 @@ async def test_presence_covers_each_method_a_token_claims(bare: Bare) -> None:
         params = {"method": "friendly_captcha", "sitekey": unique(), "pageurl": PAGEURL}
         assert (await http.post("/in.php", data={"key": key, **params})).text.startswith("OK|")
     # What every other process reads: the store, past this one's notes.
-    assert {"lemin", "friendly_captcha"} <= served_now(bare.host)
+    assert {"lemin", "friendly_captcha"} <= await served_now(bare.host)
 
 
 async def test_a_token_that_claims_turnstile_then_hcaptcha_serves_both(bare: Bare) -> None:
@@ -150,7 +150,7 @@ async def test_a_token_that_claims_turnstile_then_hcaptcha_serves_both(bare: Bar
         assert await claim(http, token, ["hcaptcha"]) is None
         # The defect was in the store, which the other processes read: this process's own notes of
         # the two claims would hide it from in.php here.
-        assert {"turnstile", "hcaptcha"} <= served_now(bare.host)
+        assert {"turnstile", "hcaptcha"} <= await served_now(bare.host)
         reply = (await http.post("/in.php", data={"key": key, **turnstile()})).text
         assert reply.startswith("OK|"), reply
         hcaptcha = {"method": "hcaptcha", "sitekey": unique(), "pageurl": PAGEURL}

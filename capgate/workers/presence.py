@@ -8,12 +8,14 @@ away for that second (``ERROR_NO_SLOT_AVAILABLE``) by the process it claimed fro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from capgate.store.base import Store
 
 CACHE_S = 1.0  # how long the store's answer stands in this process
 RECORD_EVERY_S = 5.0  # a worker that keeps claiming the same methods is written down this often
+RECORDED_MAX = 4096  # (token, methods) pairs remembered for that, before the stale ones are dropped
 
 
 class Presence:
@@ -22,18 +24,23 @@ class Presence:
         self._window_s = window_s  # a worker seen this recently serves what it claimed
         self._cached: tuple[float, set[str]] = (float("-inf"), set())
         self._recorded: dict[tuple[int, tuple[str, ...]], float] = {}
-        # Method -> when a worker last claimed it through this process. A note outlives any cached
-        # answer read before it was written down, and after that the store has it.
+        # Method -> when a worker last claimed it through this process: the note stands until any
+        # answer cached before the store had the claim has expired.
         self._noted: dict[str, float] = {}
 
     async def seen(self, worker_id: int, methods: Sequence[str] | None, now: float) -> None:
         """Worker token ``worker_id`` asked for ``methods`` (``None``: any) just now."""
         served = tuple(sorted(methods or ["*"]))
         if now - self._recorded.get((worker_id, served), float("-inf")) > RECORD_EVERY_S:
+            if len(self._recorded) >= RECORDED_MAX:
+                # Tokens that come and go, or vary their lists: only the throttle's live entries matter.
+                self._recorded = {k: at for k, at in self._recorded.items() if now - at <= RECORD_EVERY_S}
             self._recorded[(worker_id, served)] = now
             await self._store.worker_seen(worker_id, served, now)
+        # Stamped once the store has it: a cached answer whose read began before that expires first.
+        noted_at = time.time()
         for method in served:
-            self._noted[method] = now
+            self._noted[method] = noted_at
 
     async def serves(self, method: str, now: float) -> bool:
         cached_at, served = self._cached
