@@ -19,7 +19,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -175,6 +175,29 @@ class AppHost:
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the app's loop and await it from another loop (an async test's)."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def cut_short(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                        arrives: int) -> list[MutableMapping[str, Any]]:
+        """A request whose connection ends after ``arrives`` bytes of ``body``, straight into the ASGI
+        app (no HTTP client can send one): what the app sent back."""
+        arriving: list[dict[str, Any]] = [{"type": "http.request", "body": body[:arrives], "more_body": True},
+                                          {"type": "http.disconnect"}]
+        messages = iter(arriving)
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return next(messages)
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        head = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "headers": [*head, (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+        await self.arun(self.app(scope, receive, send))
+        return sent
 
     # ---- clients
 

@@ -187,6 +187,15 @@ def test_bodies_that_are_not_json(admin: httpx.Client) -> None:
     assert admin.put(f"{PREFIX}/accounts").status_code == 405
 
 
+def test_a_body_cut_short_gets_no_server_error(host: AppHost) -> None:
+    """The connection ends partway through a body: a 400 that reaches no one, not a 500, nothing made."""
+    headers = {"Authorization": f"Bearer {admin_token(host)}", "Content-Type": "application/json"}
+    before = len(host.run(host.store.list_workers()))
+    sent = host.run(host.cut_short("POST", f"{PREFIX}/workers", headers, b'{"name": "half-made"}', 8))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400, sent
+    assert len(host.run(host.store.list_workers())) == before
+
+
 # ------------------------------------------------------------------------------------------ workers, tasks, bans
 
 

@@ -543,6 +543,23 @@ async def test_human_tokens_get_tasks_from_the_human_pool(client: httpx.AsyncCli
 # ------------------------------------------------------------------------------------------ a worker that hangs up
 
 
+async def test_a_worker_gone_before_its_body_ended_gets_no_server_error(bare: Bare) -> None:
+    """The connection ends partway through an answer's body: a 400 that reaches no one, no 500, and the
+    task is still the worker's to answer (seen under load: Starlette's ClientDisconnect made a 500)."""
+    key, token = bare.key, bare.any_bot
+    async with bare.host.aclient() as http:
+        assert await claim(http, token) is None
+        task_id = await submit(http, key, **turnstile())
+        task = await claim_id(http, token, task_id, ["turnstile"])
+    body = json.dumps({"lease": task["lease"], "answer": {"token": "t"}}).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    sent = await bare.host.cut_short("POST", f"/worker/v1/tasks/{task_id}/answer", headers, body, 10)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400, sent
+    async with bare.host.aclient() as http:
+        assert (await act(http, token, task, "answer", answer={"token": "t"})).status_code == 200
+        assert await get(http, key, task_id) == "OK|t"
+
+
 async def test_a_claim_whose_worker_hung_up_leases_nothing(server: ServerProcess) -> None:
     """A worker stopped while its claim long-polled: the task that arrives next goes to a live worker,
     not to the dead connection (where it would sit leased, unanswered, until the lease ran out)."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive
@@ -80,6 +80,9 @@ class WorkerApi:
             data = json.loads(raw or b"{}")
         except BodyTooLarge:
             raise ApiError(413, "body too large") from None
+        except ClientDisconnect:
+            # Gone before its body ended: nothing was done, and the answer reaches no one.
+            raise ApiError(400, "the body did not arrive whole") from None
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "body must be a JSON object") from None
         if not isinstance(data, dict):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -448,10 +448,14 @@ class AdminApi:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > BODY_LIMIT:
-            raise ApiError(413, "body too large")
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > BODY_LIMIT:
+                raise ApiError(413, "body too large")
+    except ClientDisconnect:
+        # Gone before its body ended: nothing was done, and the answer reaches no one.
+        raise ApiError(400, "the body did not arrive whole") from None
     if not raw.strip():
         return {}
     try:
