@@ -39,6 +39,7 @@ from capgate.server.admin.auth import (
     start_session,
 )
 from capgate.server.admin.figures import OVERVIEW_MEMO_S, ProfileFigures, account_json, overview, worker_json
+from capgate.server.params import BodyTooLarge, read_body
 from capgate.server.service import Service
 from capgate.settings import Settings
 from capgate.solvers.ocr.profile import list_profiles, valid_profile_name
@@ -447,12 +448,10 @@ class AdminApi:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = b""
     try:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > BODY_LIMIT:
-                raise ApiError(413, "body too large")
+        raw = await read_body(request.stream(), None, BODY_LIMIT)
+    except BodyTooLarge:
+        raise ApiError(413, "body too large") from None
     except ClientDisconnect:
         # Gone before its body ended: nothing was done, and the answer reaches no one.
         raise ApiError(400, "the body did not arrive whole") from None
