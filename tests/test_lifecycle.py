@@ -75,7 +75,7 @@ def test_every_phase_has_a_row_and_settled_phases_end_in_expiry() -> None:
 def test_only_an_answer_charges_and_only_a_bad_report_refunds() -> None:
     for phase, rules in TABLE.items():
         for event, cell in rules.items():
-            assert cell.charge == (event is Event.ANSWER), (phase, event)
+            assert cell.charge == (event in (Event.ANSWER, Event.ANSWER_AT_ONCE)), (phase, event)
             assert cell.refund == (event is Event.REPORT_BAD), (phase, event)
 
 
@@ -160,6 +160,27 @@ def test_fail_settles_at_once() -> None:
     assert (after.state, after.error, after.settled_at, after.attempts) == (TaskState.UNSOLVABLE, C.UPLOAD, T0 + 1, 1)
 
 
+def test_claimed_and_settled_at_once_is_a_claim_then_an_answer_or_a_fail() -> None:
+    answered = ok(decide(queued(), Event.ANSWER_AT_ONCE, ctx(T0 + 1, lease="sandbox", answer='{"text":"x"}',
+                                                          confidence=1.0)))
+    claimed = ok(decide(queued(), Event.CLAIM, ctx(T0 + 1, lease="sandbox")))
+    answered_later = ok(decide(claimed.task, Event.ANSWER, ctx(T0 + 1, lease="sandbox", answer='{"text":"x"}',
+                                                             confidence=1.0)))
+    assert answered.task == answered_later.task
+    assert (answered.charge, answered.refund) == (50, 0)
+    failed = ok(decide(queued(), Event.FAIL_AT_ONCE, ctx(T0 + 1, lease="sandbox", error=C.UPLOAD)))
+    assert failed.task == ok(decide(claimed.task, Event.FAIL, ctx(T0 + 1, lease="sandbox", error=C.UPLOAD))).task
+    assert (failed.charge, failed.task.attempts, failed.task.error) == (0, 1, C.UPLOAD)
+    # The claim's guards hold: not due, no attempt left, past the deadline, no lease; and an answer
+    # needs its fields.
+    for event in (Event.ANSWER_AT_ONCE, Event.FAIL_AT_ONCE):
+        for task, now in ((queued(not_before=T0 + 5), T0 + 1), (queued(attempts=MAX), T0 + 1), (queued(), T0 + 100)):
+            assert isinstance(decide(task, event, ctx(now, lease="sandbox", answer="{}")), Refused), (event, task)
+        assert isinstance(decide(queued(), event, ctx(T0 + 1, answer="{}")), Refused)
+        assert isinstance(decide(leased(), event, ctx(T0 + 1, lease="L", answer="{}")), Refused)  # held already
+    assert isinstance(decide(queued(), Event.ANSWER_AT_ONCE, ctx(T0 + 1, lease="sandbox")), Refused)
+
+
 def test_deadline_settles_at_the_deadline() -> None:
     for task in (queued(), leased()):
         assert isinstance(decide(task, Event.DEADLINE, ctx(T0 + 99)), Refused)
@@ -241,7 +262,7 @@ class Lifecycle(RuleBasedStateMachine):
         if isinstance(result, Refused):
             return
         self.tasks[task_id] = result.task
-        if event is Event.ANSWER:
+        if event in (Event.ANSWER, Event.ANSWER_AT_ONCE):
             self.answers[task_id] = self.answers.get(task_id, 0) + 1
         for amount, book in ((-result.charge, self.charged), (result.refund, self.refunded)):
             if amount:
@@ -279,6 +300,13 @@ class Lifecycle(RuleBasedStateMachine):
         self.apply(task_id, Event.CLAIM, Context(self.now, MAX, lease=lease, lease_s=lease_s))
         if self.tasks[task_id] is not before:
             self.leases[task_id] = lease
+
+    @precondition(lambda self: bool(self.ids(TaskState.PENDING)))
+    @rule(data=st.data(), answered=st.booleans())
+    def settled_at_once(self, data: st.DataObject, answered: bool) -> None:
+        task_id = data.draw(st.sampled_from(self.ids(TaskState.PENDING)))
+        event = Event.ANSWER_AT_ONCE if answered else Event.FAIL_AT_ONCE
+        self.apply(task_id, event, Context(self.now, MAX, lease="sandbox", answer='{"text":"a"}'))
 
     def held(self) -> list[int]:
         return sorted(i for i in self.leases if self.tasks[i].state is TaskState.PENDING)

@@ -20,7 +20,7 @@ from psycopg import errors as pg_errors
 
 from capgate.protocol.codes import C
 from capgate.store.base import ReportPolicy, Store, SubmitLimits, SubmitOutcome
-from capgate.store.models import Account, LedgerKind, NewTask, Pool, Task, TaskState
+from capgate.store.models import Account, LedgerKind, NewTask, Pool, Puzzle, Task, TaskState
 from tests.storekit import Backend
 
 T0 = 2_000_000_000.0  # "now" in these tests: the store takes every task time from its caller
@@ -394,7 +394,7 @@ async def test_final_failure_settles_at_once(store: Store) -> None:
     assert task is not None and (task.state, task.error, task.attempts) == (TaskState.UNSOLVABLE, C.UPLOAD, 1)
 
 
-def fake_solve(task: Task) -> tuple[dict[str, object] | None, str | None]:
+def fake_solve(task: Puzzle) -> tuple[dict[str, object] | None, str | None]:
     """A pure solver, as the sandbox's: its answer shows what it was given."""
     fingerprint = task.params.get("fp", "")
     if fingerprint.startswith("bad"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,6 +23,7 @@ from capgate.store.models import (
     AdminToken,
     LedgerEntry,
     NewTask,
+    Puzzle,
     Settled,
     Task,
     TaskOutcome,
@@ -39,7 +40,7 @@ P = ParamSpec("P")
 # A task -> (answer's json fields, None) or (None, error code). No images: a solver this fast and
 # pure (the sandbox) answers from the task's fingerprint, and reading every image would be most of
 # the cost of settling.
-Solve = Callable[[Task], tuple[dict[str, object] | None, str | None]]
+Solve = Callable[[Puzzle], tuple[dict[str, object] | None, str | None]]
 SETTLED_AMONG_CHUNK = 500  # ids per look-up when re-reading the waited-for tasks
 SANDBOX_LEASE = "sandbox"  # the lease of tasks the store settles at once for a pure solver
 
@@ -87,7 +88,7 @@ class Store(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def _transact(self, script: Callable[P, Script[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    def _transact(self, script: Callable[P, Script[T]], *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
         """Run ``script(*args, **kwargs)`` in one transaction; resolves after the commit. A backend
         may run it again from the start (a fresh generator) if the database broke a deadlock."""
 

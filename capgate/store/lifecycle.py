@@ -13,6 +13,7 @@ window and the account's refund budget) are checked in
       |                 |  \\--give back / to a person--> QUEUED (UNSOLVABLE when attempts are used up)
       |                 |  \\--fail--> UNSOLVABLE --expire--> EXPIRED
       \\--deadline------\\--deadline--> UNSOLVABLE   (and --cancel--> when the account is disabled)
+    QUEUED --answer at once--> SOLVED,  QUEUED --fail at once--> UNSOLVABLE   (claimed and settled in one step)
 
 A lease that runs out is lost without a write: a pending task whose lease has lapsed is QUEUED
 again (any worker may claim it). The sweep writes ``lease_lost`` only for such a task whose last
@@ -31,7 +32,7 @@ from enum import StrEnum
 from typing import Any, Literal, NamedTuple
 
 from capgate.protocol.codes import C
-from capgate.store.models import Pool, TaskState
+from capgate.store.models import STATES, Pool, TaskState
 
 
 class Phase(StrEnum):
@@ -44,6 +45,10 @@ class Phase(StrEnum):
 
 class Event(StrEnum):
     CLAIM = "claim"
+    # Claimed and settled in one step, by a pure solver inside the store's transaction (the
+    # sandbox): one decision where a claim and an answer would be two, on the sandbox's hot path.
+    ANSWER_AT_ONCE = "answer_at_once"
+    FAIL_AT_ONCE = "fail_at_once"
     HEARTBEAT = "heartbeat"
     ANSWER = "answer"
     GIVE_BACK = "give_back"  # the worker could not solve it; another attempt may
@@ -57,16 +62,23 @@ class Event(StrEnum):
     EXPIRE = "expire"  # the retention passed since it settled
 
 
-LeaseEffect = Literal["take", "extend", "drop", "clear", "keep"]
+LeaseEffect = Literal["take", "extend", "drop", "clear", "record", "keep"]
+
+
+Check = Literal["deadline", "lease_lost", "report", "retention"]
 
 
 @dataclass(frozen=True)
 class Rule:
     to: Phase
     exhausted: Phase | None = None  # where it goes instead once its attempts are used up
-    lease: LeaseEffect = "keep"  # take: a new lease; drop: end it, keep who held it; clear: forget it
+    # take: a new lease; drop: end it, keep who held it; clear: forget it; record: who held it, ended
+    lease: LeaseEffect = "keep"
     attempt: bool = False  # counts as an attempt
     holder_only: bool = False  # only the worker holding the live lease may cause it
+    claims: bool = False  # a claim's guards: a lease to give, due, an attempt left
+    answers: bool = False  # it brings the answer's fields
+    check: Check | None = None  # the event's own guard (``_guard``)
     charge: bool = False
     refund: bool = False
     pool: Pool | None = None  # moves the task to this pool
@@ -74,34 +86,42 @@ class Rule:
 
 
 _GIVE_BACK = Rule(Phase.QUEUED, exhausted=Phase.UNSOLVABLE, lease="clear", holder_only=True)
+_DEADLINE = Rule(Phase.UNSOLVABLE, lease="drop", check="deadline")
+_CANCEL = Rule(Phase.UNSOLVABLE, lease="drop")
+_EXPIRE = Rule(Phase.EXPIRED, check="retention")
 
 TABLE: Mapping[Phase, Mapping[Event, Rule]] = {
     Phase.QUEUED: {
-        Event.CLAIM: Rule(Phase.LEASED, lease="take", attempt=True),
-        Event.LEASE_LOST: Rule(Phase.QUEUED, exhausted=Phase.UNSOLVABLE, lease="clear"),
-        Event.DEADLINE: Rule(Phase.UNSOLVABLE, lease="drop"),
-        Event.CANCEL: Rule(Phase.UNSOLVABLE, lease="drop"),
+        Event.CLAIM: Rule(Phase.LEASED, lease="take", attempt=True, claims=True),
+        Event.ANSWER_AT_ONCE: Rule(Phase.SOLVED, lease="record", attempt=True, claims=True, answers=True,
+                                   charge=True),
+        Event.FAIL_AT_ONCE: Rule(Phase.UNSOLVABLE, lease="record", attempt=True, claims=True),
+        Event.LEASE_LOST: Rule(Phase.QUEUED, exhausted=Phase.UNSOLVABLE, lease="clear", check="lease_lost"),
+        Event.DEADLINE: _DEADLINE,
+        Event.CANCEL: _CANCEL,
     },
     Phase.LEASED: {
         Event.HEARTBEAT: Rule(Phase.LEASED, lease="extend", holder_only=True),
-        Event.ANSWER: Rule(Phase.SOLVED, lease="drop", holder_only=True, charge=True),
+        Event.ANSWER: Rule(Phase.SOLVED, lease="drop", holder_only=True, answers=True, charge=True),
         Event.GIVE_BACK: _GIVE_BACK,
         Event.TO_HUMAN: dataclasses.replace(_GIVE_BACK, pool=Pool.HUMAN),
         Event.FAIL: Rule(Phase.UNSOLVABLE, lease="drop", holder_only=True),
-        Event.DEADLINE: Rule(Phase.UNSOLVABLE, lease="drop"),
-        Event.CANCEL: Rule(Phase.UNSOLVABLE, lease="drop"),
+        Event.DEADLINE: _DEADLINE,
+        Event.CANCEL: _CANCEL,
     },
     Phase.SOLVED: {
-        Event.REPORT_GOOD: Rule(Phase.SOLVED, report="good"),
-        Event.REPORT_BAD: Rule(Phase.SOLVED, report="bad", refund=True),
-        Event.EXPIRE: Rule(Phase.EXPIRED),
+        Event.REPORT_GOOD: Rule(Phase.SOLVED, report="good", check="report"),
+        Event.REPORT_BAD: Rule(Phase.SOLVED, report="bad", refund=True, check="report"),
+        Event.EXPIRE: _EXPIRE,
     },
     Phase.UNSOLVABLE: {
-        Event.EXPIRE: Rule(Phase.EXPIRED),
+        Event.EXPIRE: _EXPIRE,
     },
     Phase.EXPIRED: {},
 }
 
+_QUEUED, _LEASED = Phase.QUEUED, Phase.LEASED  # named once: an enum member is a Python-level look-up
+_PHASE_OF: dict[TaskState, Phase] = {state: Phase(state.value) for state in TaskState if state is not TaskState.PENDING}
 _STATE_OF = {Phase.QUEUED: TaskState.PENDING, Phase.LEASED: TaskState.PENDING, Phase.SOLVED: TaskState.SOLVED,
              Phase.UNSOLVABLE: TaskState.UNSOLVABLE, Phase.EXPIRED: TaskState.EXPIRED}
 
@@ -155,17 +175,17 @@ thread, so building them must cost little."""
     def from_row(row: Any) -> TaskView:
         """From a row read by column name (either backend's row type)."""
         return TaskView(
-            id=int(row["id"]), account_id=int(row["account_id"]), state=TaskState(row["state"]),
+            id=int(row["id"]), account_id=int(row["account_id"]), state=STATES[row["state"]],
             pool=row["pool"], price=int(row["price"]), deadline_at=float(row["deadline_at"]),
             not_before=float(row["not_before"]), attempts=int(row["attempts"]), lease_owner=row["lease_owner"],
             lease_until=row["lease_until"], lease_worker=row["lease_worker"], settled_at=row["settled_at"],
             error=row["error"], report=row["report"], answer=row["answer"], confidence=row["confidence"])
 
     def phase(self, now: float) -> Phase:
-        if self.state is TaskState.PENDING:
+        if self.state == "pending":
             live = self.lease_owner is not None and self.lease_until is not None and self.lease_until >= now
-            return Phase.LEASED if live else Phase.QUEUED
-        return Phase(self.state.value)
+            return _LEASED if live else _QUEUED
+        return _PHASE_OF[self.state]
 
 
 class Context(NamedTuple):
@@ -193,11 +213,6 @@ class Decision(NamedTuple):
     charge: int = 0  # micro-dollars taken from the account
     refund: int = 0  # micro-dollars given back
 
-    def then(self, later: Decision) -> Decision:
-        """This decision followed by ``later`` (taken on this one's task), as one write."""
-        return Decision(later.task, {**self.changed, **later.changed}, self.charge + later.charge,
-                        self.refund + later.refund)
-
 
 FORBIDDEN = "forbidden"  # Refused.code for an act on a lease another worker token holds
 
@@ -214,21 +229,24 @@ def decide(task: TaskView, event: Event, ctx: Context) -> Decision | Refused:
     phase = task.phase(ctx.now)
     rule = TABLE[phase].get(event)
     if rule is None:
-        return _refused_report(task, event) if event in (Event.REPORT_GOOD, Event.REPORT_BAD) \
+        return _refused_report(task, event) if event in _REPORTS \
             else Refused(f"{event.value} is not possible when {phase.value}")
-    refused = _guard(task, event, rule, ctx)
+    refused = _guard(task, rule, ctx)
     if refused is not None:
         return refused
     exhausted = rule.exhausted is not None and task.attempts >= ctx.max_attempts
     to = rule.exhausted if exhausted and rule.exhausted is not None else rule.to
     changed: dict[str, Any] = {}
-    if rule.lease == "take":
+    lease = rule.lease
+    if lease == "take":
         changed.update(lease_owner=ctx.lease, lease_until=ctx.now + ctx.lease_s, lease_worker=ctx.worker)
-    elif rule.lease == "extend":
+    elif lease == "record":
+        changed.update(lease_owner=ctx.lease, lease_until=None, lease_worker=ctx.worker)
+    elif lease == "extend":
         changed["lease_until"] = ctx.now + ctx.lease_s
-    elif rule.lease == "drop" or (rule.lease == "clear" and to is Phase.UNSOLVABLE):
+    elif lease == "drop" or (lease == "clear" and to == "unsolvable"):
         changed["lease_until"] = None  # settled or past saving: who held it last stays on record
-    elif rule.lease == "clear":
+    elif lease == "clear":
         changed.update(lease_owner=None, lease_until=None, lease_worker=None)
     if rule.attempt:
         changed["attempts"] = task.attempts + 1
@@ -239,51 +257,59 @@ def decide(task: TaskView, event: Event, ctx: Context) -> Decision | Refused:
     charge = refund = 0
     if to is not phase:
         changed["state"] = _STATE_OF[to]
-        if to is Phase.SOLVED:
+        # Phases compared as the strings they are: naming an enum member is a Python-level look-up on
+        # 3.11, and a sandbox task is decided on the writer thread's hot path.
+        if to == "solved":
             changed.update(answer=ctx.answer, confidence=ctx.confidence, settled_at=ctx.now)
             charge = task.price if rule.charge else 0
-        elif to is Phase.UNSOLVABLE:
+        elif to == "unsolvable":
             # A task whose deadline passed settled at its deadline, whenever the sweep saw it.
-            settled = task.deadline_at if event is Event.DEADLINE else ctx.now
+            settled = task.deadline_at if rule.check == "deadline" else ctx.now
             changed.update(error=ctx.error or C.CAPTCHA_UNSOLVABLE, settled_at=settled)
-        elif to is Phase.EXPIRED:
+        elif to == "expired":
             changed["answer"] = None
     if rule.refund and ctx.refund_bad:
         refund = task.price  # what the answer charged: a solved task was charged its price once
-    return Decision(task._replace(**changed), changed, charge, refund)
+    # The task afterwards: each field its new value where it changed (map calls changed.get(name, old)).
+    after = _new_view(TaskView, map(changed.get, TaskView._fields, task))
+    return Decision(after, changed, charge, refund)
 
 
-def _guard(task: TaskView, event: Event, rule: Rule, ctx: Context) -> Refused | None:
+_new_view = tuple.__new__
+_REPORTS = frozenset((Event.REPORT_GOOD, Event.REPORT_BAD))
+
+
+def _guard(task: TaskView, rule: Rule, ctx: Context) -> Refused | None:
     now = ctx.now
     if rule.holder_only:
         if ctx.lease is None or ctx.lease != task.lease_owner:
             return Refused("the lease is not this worker's")
         if task.lease_worker is not None and ctx.worker != task.lease_worker:
             return Refused("the lease is another worker token's", FORBIDDEN)
-    if event is Event.CLAIM:
+    if rule.claims:
         if ctx.lease is None:
             return Refused("a claim needs a lease")
         if task.not_before > now:
             return Refused("not due yet")
         if task.attempts >= ctx.max_attempts:
             return Refused("no attempt left")
-    if event is Event.DEADLINE:
+    check = rule.check
+    if check == "deadline":
         return None if now >= task.deadline_at else Refused("the deadline has not passed")
-    if task.state is TaskState.PENDING and now >= task.deadline_at:
+    if task.state == "pending" and now >= task.deadline_at:
         return Refused("the deadline has passed")
-    if event is Event.LEASE_LOST and task.lease_owner is None and task.attempts < ctx.max_attempts:
+    if check == "lease_lost" and task.lease_owner is None and task.attempts < ctx.max_attempts:
         return Refused("no lease to lose")
-    if event is Event.ANSWER and ctx.answer is None:
+    if rule.answers and ctx.answer is None:
         return Refused("an answer needs its fields")
-    if event in (Event.REPORT_GOOD, Event.REPORT_BAD):
+    if check == "report":
         if task.report is not None:
             return Refused("reported already", C.DUPLICATE_REPORT)
         if task.settled_at is None or now - task.settled_at > ctx.report_window_s:
             return Refused("too late to report", C.REPORT_NOT_RECORDED)
-        if (event is Event.REPORT_BAD and ctx.refund_bad and ctx.refund_room is not None
-                and task.price > ctx.refund_room):
+        if rule.refund and ctx.refund_bad and ctx.refund_room is not None and task.price > ctx.refund_room:
             return Refused("the account's refund budget is used up", C.REPORT_NOT_RECORDED)
-    if event is Event.EXPIRE and (task.settled_at is None or now - task.settled_at <= ctx.retention_s):
+    if check == "retention" and (task.settled_at is None or now - task.settled_at <= ctx.retention_s):
         return Refused("still within the retention")
     return None
 
@@ -304,6 +330,13 @@ class Load(NamedTuple):
     duplicate: bool  # the same task is pending for it already
     queued: int  # pending tasks service-wide
     disabled: bool = False  # the account was disabled since the caller read it
+
+    @staticmethod
+    def from_row(row: Any, threads: int) -> Load:
+        """From the load statement's row (``capgate.store.sql.load_statement``). Its counts are
+        integers and its flags truthy on both backends already: nothing to convert, on every submit."""
+        return Load(threads, row["working"], row["balance"], row["reserved"], row["duplicate"], row["queued"],
+                    row["disabled"])
 
 
 def admit(load: Load, price: int, max_pending: int, thread_cap_code: str) -> str | None:

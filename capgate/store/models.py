@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from capgate.money import micros_to_usd
 
@@ -16,6 +16,10 @@ class TaskState(StrEnum):
     UNSOLVABLE = "unsolvable"  # deadline passed or workers gave up; never charged
     EXPIRED = "expired"  # settled longer ago than the retention: forgotten
 
+
+# A stored state to its member by a dict look-up: ``TaskState(value)`` is a Python-level call, made for
+# every task a poll or the sandbox reads.
+STATES = {state.value: state for state in TaskState}
 
 class Pool(StrEnum):
     """Which workers may claim a task."""
@@ -72,9 +76,25 @@ class TaskOutcome:
 
     @staticmethod
     def from_row(row: Any) -> TaskOutcome:
-        return TaskOutcome(int(row["id"]), row["method"], TaskState(row["state"]), int(row["price"]),
+        return TaskOutcome(int(row["id"]), row["method"], STATES[row["state"]], int(row["price"]),
                            float(row["created_at"]), float(row["deadline_at"]), row["settled_at"], row["answer"],
                            row["error"])
+
+
+class Puzzle(NamedTuple):
+    """What a pure solver inside the store reads of a task (the sandbox's): read straight from the
+    row, where a whole :class:`Task` would decode everything else too, on the sandbox's hot path."""
+
+    id: int
+    method: str
+    params: dict[str, str]
+    created_at: float
+    fingerprint: str
+
+    @staticmethod
+    def from_row(row: Any) -> Puzzle:
+        return Puzzle(int(row["id"]), row["method"], json.loads(row["params"]), float(row["created_at"]),
+                      row["fingerprint"])
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,7 @@ class Task:
     def from_row(row: Any) -> Task:
         return Task(
             id=int(row["id"]), account_id=int(row["account_id"]), method=row["method"],
-            params=json.loads(row["params"]), state=TaskState(row["state"]), pool=Pool(row["pool"]),
+            params=json.loads(row["params"]), state=STATES[row["state"]], pool=Pool(row["pool"]),
             price=int(row["price"]), created_at=float(row["created_at"]),
             deadline_at=float(row["deadline_at"]), not_before=float(row["not_before"]),
             answer=json.loads(row["answer"]) if row["answer"] is not None else None,
@@ -211,7 +231,7 @@ class Settled:
 
     @staticmethod
     def from_row(row: Any) -> Settled:
-        return Settled(int(row["id"]), int(row["account_id"]), row["method"], TaskState(row["state"]),
+        return Settled(int(row["id"]), int(row["account_id"]), row["method"], STATES[row["state"]],
                        float(row["created_at"]), float(row["settled_at"]), row["error"])
 
 

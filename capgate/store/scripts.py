@@ -30,6 +30,7 @@ from capgate.store.models import (
     LedgerKind,
     NewTask,
     Pool,
+    Puzzle,
     Task,
     TaskOutcome,
     TaskSearch,
@@ -206,9 +207,7 @@ def submit(dialect: Dialect, account: Account, task: NewTask, now: float, max_pe
         if locked is None:
             raise LookupError(f"no account {account.id}")
     row = yield load_statement(dialect, account.id, task.fingerprint, now)
-    load = Load(threads=account.threads, working=int(row["working"]), balance=int(row["balance"]),
-                reserved=int(row["reserved"]), duplicate=bool(row["duplicate"]), queued=int(row["queued"]),
-                disabled=bool(row["disabled"]))
+    load = Load.from_row(row, account.threads)
     refused = lifecycle.admit(load, task.price, max_pending, thread_cap_code)
     if refused is not None and not row["exact"]:
         # Running counts still hold tasks whose deadline passed unswept: count the live ones.
@@ -260,9 +259,7 @@ def submit_many(dialect: Dialect, account: Account, tasks: Sequence[tuple[NewTas
     found = yield rows("SELECT DISTINCT fingerprint FROM tasks WHERE account_id = ? AND state = 'pending'"
                        f" AND deadline_at > ? AND fingerprint IN ({marks(len(prints))})", account.id, now, *prints)
     pending = {r["fingerprint"] for r in found}
-    load = Load(threads=account.threads, working=int(row["working"]), balance=int(row["balance"]),
-                reserved=int(row["reserved"]), duplicate=False, queued=int(row["queued"]),
-                disabled=bool(row["disabled"]))
+    load = Load.from_row(row, account.threads)._replace(duplicate=False)
     results: list[int | str] = []
     admitted: list[int] = []  # indexes into tasks
     for index, (task, _) in enumerate(tasks):
@@ -436,28 +433,22 @@ def act(task_id: int, event: Event, ctx: Context) -> Script[bool]:
 def settle_due(pool: str, now: float, limit: int, solve: Any, lease: str) -> Script[list[int]]:
     """Claim and settle at once up to ``limit`` due tasks of ``pool`` (a pure, fast solver)."""
     found = yield rows(
-        "SELECT * FROM tasks WHERE state = 'pending' AND pool = ? AND not_before <= ?"
-        " AND (lease_until IS NULL OR lease_until < ?) AND deadline_at > ?"
+        f"SELECT {VIEW}, method, params, created_at, fingerprint FROM tasks WHERE state = 'pending' AND pool = ?"
+        " AND not_before <= ? AND (lease_until IS NULL OR lease_until < ?) AND deadline_at > ?"
         " ORDER BY not_before, created_at LIMIT ?{skip_locked}", pool, now, now, now, limit)
     settled: list[Decision] = []
     for row in found:
-        full = Task.from_row(row)
-        task = TaskView(full.id, full.account_id, full.state, full.pool.value, full.price, full.deadline_at,
-                        full.not_before, full.attempts, full.lease_owner, full.lease_until, full.lease_worker,
-                        full.settled_at, full.error, full.report, row["answer"], full.confidence)
+        task = TaskView.from_row(row)
+        answer, error = solve(Puzzle.from_row(row))
         last = task.attempts + 1  # this one attempt settles it, whatever the service's limit
-        claimed = lifecycle.decide(task, Event.CLAIM, Context(now, last, lease=lease))
-        if isinstance(claimed, Refused):  # pragma: no cover - the query is the claim's guard
-            continue
-        answer, error = solve(full)
         if answer is not None:
             ctx = Context(now, last, lease=lease, answer=json.dumps(answer, ensure_ascii=False), confidence=1.0)
-            outcome = lifecycle.decide(claimed.task, Event.ANSWER, ctx)
+            decision = lifecycle.decide(task, Event.ANSWER_AT_ONCE, ctx)
         else:
-            outcome = lifecycle.decide(claimed.task, Event.FAIL, Context(now, last, lease=lease, error=error))
-        if isinstance(outcome, Refused):  # pragma: no cover
+            decision = lifecycle.decide(task, Event.FAIL_AT_ONCE, Context(now, last, lease=lease, error=error))
+        if isinstance(decision, Refused):  # pragma: no cover - the query is the guard's twin
             continue
-        settled.append(claimed.then(outcome))
+        settled.append(decision)
     # Task rows first, in one statement per set of changed columns (a batch is mostly one set: this
     # is the sandbox's hot path), then money with accounts in id order: two batches charging the same
     # accounts never wait on each other in a circle.

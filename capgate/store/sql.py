@@ -20,7 +20,6 @@ What both accept alike is written plainly: ``RETURNING``, ``ON CONFLICT``, ``TRU
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from enum import Enum
 from typing import Any, Literal, NamedTuple, TypeVar
 
 T = TypeVar("T")
@@ -33,26 +32,31 @@ class Stmt(NamedTuple):  # a tuple, not a dataclass: one is made per statement, 
     fetch: Fetch = "none"
 
 
+# The constructors below build each Stmt with tuple.__new__: a NamedTuple's own __new__ is a
+# Python function, a second call for every statement a script yields.
+_new = tuple.__new__
+
+
 def one(sql: str, *args: Any) -> Stmt:
-    return Stmt(sql, args, "one")
+    return _new(Stmt, (sql, args, "one"))
 
 
 def rows(sql: str, *args: Any) -> Stmt:
-    return Stmt(sql, args, "all")
+    return _new(Stmt, (sql, args, "all"))
 
 
 def count(sql: str, *args: Any) -> Stmt:
     """A write whose answer is how many rows it changed."""
-    return Stmt(sql, args, "rowcount")
+    return _new(Stmt, (sql, args, "rowcount"))
 
 
 def many(sql: str, rows_of_args: Sequence[Sequence[Any]]) -> Stmt:
     """One write for each of ``rows_of_args``, sent as one batch."""
-    return Stmt(sql, rows_of_args, "many")
+    return _new(Stmt, (sql, rows_of_args, "many"))
 
 
 def run(sql: str, *args: Any) -> Stmt:
-    return Stmt(sql, args, "none")
+    return _new(Stmt, (sql, args, "none"))
 
 
 def marks(n: int) -> str:
@@ -66,9 +70,23 @@ def marks(n: int) -> str:
 Script = Generator[Stmt, Any, T]
 
 
-class Dialect(Enum):
-    SQLITE = "sqlite"
-    POSTGRES = "postgres"
+class Dialect:
+    """One of the two SQL dialects, :data:`SQLITE` and :data:`POSTGRES`.
+
+    A plain class, not an ``Enum``: a submit asks its dialect twice, and on Python 3.11 an enum
+    member costs a Python-level look-up each time it is named (BENCHMARKS.md, "One task lifecycle")."""
+
+    __slots__ = ("name", "row_locks")
+    SQLITE: Dialect
+    POSTGRES: Dialect
+
+    def __init__(self, name: str, row_locks: bool) -> None:
+        self.name = name
+        # Whether writers in other processes run at the same time, so rows must be locked.
+        self.row_locks = row_locks
+
+    def __repr__(self) -> str:
+        return f"Dialect.{self.name.upper()}"
 
     def renderer(self) -> Callable[[str], str]:
         """A function from a statement to its text in this dialect, remembering each (statements are
@@ -84,39 +102,36 @@ class Dialect(Enum):
             return text
         return render
 
-    @property
-    def row_locks(self) -> bool:
-        """Whether writers in other processes run at the same time, so rows must be locked."""
-        return self is Dialect.POSTGRES
+
+Dialect.SQLITE = Dialect("sqlite", row_locks=False)
+Dialect.POSTGRES = Dialect("postgres", row_locks=True)
 
 
 # Pending-task counts of one account and of the service, with the duplicate check, for a submit.
 # SQLite reads the running counts its triggers keep (they may still include tasks past their
 # deadline that the sweeper has not settled: ``exact`` says so, and a submit they would refuse
 # counts again); PostgreSQL counts live rows after taking the account's row lock.
-_LOAD = {
-    Dialect.SQLITE: (
-        "SELECT balance, disabled, pending_count AS working, pending_reserved AS reserved,"
-        " (SELECT value FROM counters WHERE name = 'pending') AS queued,"
-        " EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_account_pending WHERE account_id = accounts.id"
-        "         AND fingerprint = ? AND state = 'pending' AND deadline_at > ?) AS duplicate,"
-        " FALSE AS exact"
-        " FROM accounts WHERE id = ?"),
-    Dialect.POSTGRES: (
-        "SELECT a.balance, a.disabled, COUNT(t.id) AS working, CAST(COALESCE(SUM(t.price), 0) AS BIGINT) AS reserved,"
-        " (SELECT COUNT(*) FROM tasks WHERE state = 'pending' AND deadline_at > ?) AS queued,"
-        " EXISTS (SELECT 1 FROM tasks WHERE account_id = ? AND fingerprint = ? AND state = 'pending'"
-        "         AND deadline_at > ?) AS duplicate,"
-        " TRUE AS exact"
-        " FROM accounts a LEFT JOIN tasks t ON t.account_id = a.id AND t.state = 'pending' AND t.deadline_at > ?"
-        " WHERE a.id = ? GROUP BY a.balance, a.disabled"),
-}
+_LOAD_SQLITE = (
+    "SELECT balance, disabled, pending_count AS working, pending_reserved AS reserved,"
+    " (SELECT value FROM counters WHERE name = 'pending') AS queued,"
+    " EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_account_pending WHERE account_id = accounts.id"
+    "         AND fingerprint = ? AND state = 'pending' AND deadline_at > ?) AS duplicate,"
+    " FALSE AS exact"
+    " FROM accounts WHERE id = ?")
+_LOAD_POSTGRES = (
+    "SELECT a.balance, a.disabled, COUNT(t.id) AS working, CAST(COALESCE(SUM(t.price), 0) AS BIGINT) AS reserved,"
+    " (SELECT COUNT(*) FROM tasks WHERE state = 'pending' AND deadline_at > ?) AS queued,"
+    " EXISTS (SELECT 1 FROM tasks WHERE account_id = ? AND fingerprint = ? AND state = 'pending'"
+    "         AND deadline_at > ?) AS duplicate,"
+    " TRUE AS exact"
+    " FROM accounts a LEFT JOIN tasks t ON t.account_id = a.id AND t.state = 'pending' AND t.deadline_at > ?"
+    " WHERE a.id = ? GROUP BY a.balance, a.disabled")
 
 
 def load_statement(dialect: Dialect, account_id: int, fingerprint: str, now: float) -> Stmt:
     if dialect is Dialect.SQLITE:
-        return one(_LOAD[dialect], fingerprint, now, account_id)
-    return one(_LOAD[dialect], now, account_id, fingerprint, now, now, account_id)
+        return one(_LOAD_SQLITE, fingerprint, now, account_id)
+    return one(_LOAD_POSTGRES, now, account_id, fingerprint, now, now, account_id)
 
 
 _MARKERS = {
