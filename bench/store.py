@@ -12,6 +12,12 @@ Trees older than the store rewrite are measured through the same calls (``Store.
 
     git worktree add ../before 1d886f5
     python -m bench store --trees ../before,. --rounds 5
+
+On a shared machine CPU time moves by 10% from one minute to the next. ``--instructions`` counts
+instead what the CPU executes, which does not move: each tree's child runs under valgrind's callgrind
+twice, with ``--tasks`` and three times as many, and the difference of the two counts, divided by the
+difference of the tasks, is the instructions per settled submit (start-up and imports cancel out).
+It takes about a minute per tree and needs valgrind (``apt-get install valgrind``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,6 +103,37 @@ def measure(tree: Path, tasks: int) -> dict[str, float]:
     return figures
 
 
+def instructions(tree: Path, tasks: int) -> float:
+    """Instructions per settled submit in ``tree``'s child (see the module's docstring)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    counts = []
+    for n in (tasks, 3 * tasks):
+        done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                               "-c", _CHILD, str(n)], capture_output=True, text=True, env=env, cwd=tree, timeout=1800)
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise RuntimeError(f"{tree}: {done.stderr[-2000:]}")
+        counts.append(int(found.group(1)))
+    return (counts[1] - counts[0]) / (2 * tasks)
+
+
+def _instructions_table(trees: Sequence[Path], tasks: int) -> dict[str, dict[str, object]]:
+    found = {}
+    for tree in trees:
+        found[str(tree)] = instructions(tree, tasks)
+        print(f"  {tree.name:<12} {found[str(tree)]:9.0f} instructions/task", file=sys.stderr, flush=True)
+    base = found[str(trees[0])]
+    print(f"\ninstructions per settled submit (callgrind, {tasks} and {3 * tasks} tasks; SQLite)\n")
+    print("| tree | commit | instructions/task | × first tree |")
+    print("|---|---|---:|---:|")
+    summary: dict[str, dict[str, object]] = {}
+    for tree in trees:
+        count = found[str(tree)]
+        summary[str(tree)] = {"commit": _commit(tree), "instructions": count, "ratio": count / base}
+        print(f"| {tree.name} | {summary[str(tree)]['commit']} | {count:,.0f} | {count / base:.3f} |")
+    return summary
+
+
 def _commit(tree: Path) -> str:
     done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
@@ -108,8 +147,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=6000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions under callgrind instead of timing (--tasks 2000 is plenty)")
     args = parser.parse_args(argv)
     trees = [Path(t).resolve() for t in args.trees.split(",") if t]
+    out = args.out or RESULTS / f"store-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    command = "python -m bench store " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            print("--instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
+            return 2
+        summary = _instructions_table(trees, args.tasks)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"command": command, "trees": summary}, indent=2) + "\n")
+        print(f"results: {out}")
+        return 0
     found: dict[str, list[dict[str, float]]] = {str(t): [] for t in trees}
     for run in range(args.rounds):
         for tree in trees:
@@ -128,10 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary[str(tree)] = {"commit": _commit(tree), "cpu_us": cpu, "wall_us": wall, "ratio": cpu / base,
                               "rounds": found[str(tree)]}
         print(f"| {tree.name} | {summary[str(tree)]['commit']} | {cpu:.0f} | {cpu / base:.2f} | {wall:.0f} |")
-    out = args.out or RESULTS / f"store-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": "python -m bench store " + " ".join(argv or sys.argv[1:]),
-                               "trees": summary}, indent=2) + "\n")
+    out.write_text(json.dumps({"command": command, "trees": summary}, indent=2) + "\n")
     print(f"results: {out}")
     return 0
 

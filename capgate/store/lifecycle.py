@@ -151,7 +151,7 @@ def state_as_of(state: TaskState, created_at: float, deadline_at: float, settled
 class TaskView(NamedTuple):
     """The columns of a task that its lifecycle reads and writes (``_fields``, in this order).
 
-Named tuples, this and the other values here: a sandbox task is decided twice on the store's writer
+Named tuples, this and the other values here: every sandbox task is decided on the store's writer
 thread, so building them must cost little."""
 
     id: int
