@@ -47,7 +47,11 @@ from capgate.store.base import SubmitLimits
 from capgate.store.models import NewTask, Pool
 try:
     from capgate.store.factory import open_store
-    def make(path): return open_store(path, schema="upgrade")
+    def make(path):
+        try:
+            return open_store(path, schema="upgrade")
+        except TypeError:  # issue 10's own tree: no schema modes yet
+            return open_store(path)
 except ImportError:  # before the store rewrite
     from capgate.store.sqlite import SQLiteStore
     def make(path): return SQLiteStore(Path(path))

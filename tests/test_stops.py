@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,6 +164,20 @@ class Held:
         return self.reply
 
 
+def wait_held(base: str, kinds: dict[str, int]) -> None:
+    """Until the server holds these long-polls (its metrics say so): a request sent from a thread may
+    not even have connected yet on a loaded machine, and a fixed sleep once let the stop come first."""
+    deadline = time.monotonic() + START_S
+    while True:
+        text = httpx.get(f"{base}/metrics", timeout=5.0).text
+        held = {kind: float(value) for kind, value in
+                re.findall(r'^capgate_long_polls_waiting\{kind="(\w+)"\} ([0-9.]+)$', text, re.M)}
+        if all(held.get(kind) == n for kind, n in kinds.items()):
+            return
+        assert time.monotonic() < deadline, held
+        time.sleep(0.05)
+
+
 def cli(env: dict[str, str], *args: str) -> str:
     """``capgate ARGS``' last line."""
     done = subprocess.run([sys.executable, "-m", "capgate", *args], env=env, cwd=REPO, capture_output=True,
@@ -195,7 +210,7 @@ def test_capgate_serve_stops_with_its_ocr_pool(tmp_path: Path, how: str, signum:
         claim = Held(lambda client: client.post(f"{base}/worker/v1/claim", json={"wait": 30},
                                                 headers={"Authorization": f"Bearer {token}"}))
         wait_for_pool(served)
-        time.sleep(0.3)  # both requests are held by now
+        wait_held(base, {"res": 1, "claim": 1})
         assert poll.reply is None and claim.reply is None, (poll.reply, claim.reply)
         stop_and_check(served, how, signum, "capgate serve")
         answered, claimed = poll.result(), claim.result()
