@@ -93,8 +93,7 @@ class Puzzle(NamedTuple):
 
     @staticmethod
     def from_row(row: Any) -> Puzzle:
-        return Puzzle(int(row["id"]), row["method"], json.loads(row["params"]), float(row["created_at"]),
-                      row["fingerprint"])
+        return Puzzle(row["id"], row["method"], json.loads(row["params"]), row["created_at"], row["fingerprint"])
 
 
 @dataclass(frozen=True)
