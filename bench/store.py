@@ -155,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="count instructions under callgrind instead of timing (--tasks 2000 is plenty)")
     args = parser.parse_args(argv)
     trees = [Path(t).resolve() for t in args.trees.split(",") if t]
+    if len(set(trees)) != len(trees):
+        parser.error("each tree once: rounds interleave them")
     out = args.out or RESULTS / f"store-{time.strftime('%Y%m%d-%H%M%S')}.json"
     command = "python -m bench store " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.instructions:
@@ -175,15 +177,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"wall {figures['wall_us']:6.0f} µs/task", file=sys.stderr, flush=True)
     base = statistics.median(f["cpu_us"] for f in found[str(trees[0])])
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.tasks} tasks each (submit + sandbox settle, SQLite)\n")
-    print("| tree | commit | CPU µs/task | × first tree | wall µs/task |")
-    print("|---|---|---:|---:|---:|")
+    # The machine's speed drifts between rounds more than trees differ: each round's own ratio to the
+    # first tree (measured moments apart) is the steadier figure.
+    print("| tree | commit | CPU µs/task | × first tree | × first tree, median of rounds' ratios | wall µs/task |")
+    print("|---|---|---:|---:|---:|---:|")
     summary = {}
     for tree in trees:
         cpu = statistics.median(f["cpu_us"] for f in found[str(tree)])
         wall = statistics.median(f["wall_us"] for f in found[str(tree)])
+        paired = statistics.median(f["cpu_us"] / b["cpu_us"] for f, b in zip(found[str(tree)], found[str(trees[0])],
+                                                                           strict=True))
         summary[str(tree)] = {"commit": _commit(tree), "cpu_us": cpu, "wall_us": wall, "ratio": cpu / base,
-                              "rounds": found[str(tree)]}
-        print(f"| {tree.name} | {summary[str(tree)]['commit']} | {cpu:.0f} | {cpu / base:.2f} | {wall:.0f} |")
+                              "paired_ratio": paired, "rounds": found[str(tree)]}
+        print(f"| {tree.name} | {summary[str(tree)]['commit']} | {cpu:.0f} | {cpu / base:.2f} | {paired:.2f} "
+              f"| {wall:.0f} |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": command, "trees": summary}, indent=2) + "\n")
     print(f"results: {out}")
