@@ -12,6 +12,8 @@ partial indexes of the shared version 4: ``PG_RELEASED`` builds that one too.
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,3 +164,12 @@ async def test_pg_unreachable_is_a_clear_error() -> None:
     with pytest.raises(ConnectionError, match="cannot connect to PostgreSQL at") as caught:
         await store.open()
     assert "secret" not in str(caught.value)
+
+
+def test_each_dialect_is_one_instance_whatever_copies_it() -> None:
+    """Stores and statements compare dialects with ``is``: a copy or an unpickled one is the same."""
+    for dialect in (Dialect.SQLITE, Dialect.POSTGRES):
+        assert pickle.loads(pickle.dumps(dialect)) is dialect
+        assert copy.copy(dialect) is dialect and copy.deepcopy({"d": dialect})["d"] is dialect
+    assert Dialect.SQLITE.renderer()("SELECT ?{lock}") == "SELECT ?"
+    assert Dialect.POSTGRES.renderer()("SELECT ?{lock}") == "SELECT %s FOR UPDATE"

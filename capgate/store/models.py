@@ -21,6 +21,7 @@ class TaskState(StrEnum):
 # every task a poll or the sandbox reads.
 STATES = {state.value: state for state in TaskState}
 
+
 class Pool(StrEnum):
     """Which workers may claim a task."""
 

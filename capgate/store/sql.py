@@ -88,6 +88,17 @@ class Dialect:
     def __repr__(self) -> str:
         return f"Dialect.{self.name.upper()}"
 
+    # One instance per dialect, as an enum's members were: code compares them with ``is``, so a copy
+    # or an unpickled one must be the instance itself.
+    def __reduce__(self) -> tuple[Callable[[str], Dialect], tuple[str]]:
+        return _dialect_named, (self.name,)
+
+    def __copy__(self) -> Dialect:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Dialect:
+        return self
+
     def renderer(self) -> Callable[[str], str]:
         """A function from a statement to its text in this dialect, remembering each (statements are
         few and their texts repeat; a backend calls it for every statement it runs)."""
@@ -105,6 +116,10 @@ class Dialect:
 
 Dialect.SQLITE = Dialect("sqlite", row_locks=False)
 Dialect.POSTGRES = Dialect("postgres", row_locks=True)
+
+
+def _dialect_named(name: str) -> Dialect:
+    return Dialect.SQLITE if name == Dialect.SQLITE.name else Dialect.POSTGRES
 
 
 # Pending-task counts of one account and of the service, with the duplicate check, for a submit.
