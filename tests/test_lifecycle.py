@@ -79,6 +79,22 @@ def test_only_an_answer_charges_and_only_a_bad_report_refunds() -> None:
             assert cell.refund == (event is Event.REPORT_BAD), (phase, event)
 
 
+def test_every_rule_carries_its_events_guards() -> None:
+    """The guards read the rule's flags, not the event: each event's rows must carry its own, or a
+    new row would skip a guard without a word."""
+    claims = {Event.CLAIM, Event.ANSWER_AT_ONCE, Event.FAIL_AT_ONCE}
+    answers = {Event.ANSWER, Event.ANSWER_AT_ONCE}
+    checks = {Event.DEADLINE: "deadline", Event.LEASE_LOST: "lease_lost", Event.REPORT_GOOD: "report",
+              Event.REPORT_BAD: "report", Event.EXPIRE: "retention"}
+    holders = {Event.HEARTBEAT, Event.ANSWER, Event.GIVE_BACK, Event.TO_HUMAN, Event.FAIL}
+    for phase, rules in TABLE.items():
+        for event, cell in rules.items():
+            assert cell.claims == (event in claims), (phase, event)
+            assert cell.answers == (event in answers), (phase, event)
+            assert cell.check == checks.get(event), (phase, event)
+            assert cell.holder_only == (event in holders), (phase, event)
+
+
 @pytest.mark.parametrize(("phase", "event"), [
     (phase, event) for phase, event in itertools.product(Phase, Event) if event not in TABLE[phase]])
 def test_events_outside_the_table_are_refused(phase: Phase, event: Event) -> None:
