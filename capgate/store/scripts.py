@@ -259,7 +259,7 @@ def submit_many(dialect: Dialect, account: Account, tasks: Sequence[tuple[NewTas
     found = yield rows("SELECT DISTINCT fingerprint FROM tasks WHERE account_id = ? AND state = 'pending'"
                        f" AND deadline_at > ? AND fingerprint IN ({marks(len(prints))})", account.id, now, *prints)
     pending = {r["fingerprint"] for r in found}
-    load = Load.from_row(row, account.threads)._replace(duplicate=False)
+    load = Load.from_row(row, account.threads)  # its duplicate flag is each task's own, below
     results: list[int | str] = []
     admitted: list[int] = []  # indexes into tasks
     for index, (task, _) in enumerate(tasks):
