@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
 # python-multipart logs a warning for each malformed body it meets: a client could flood the log. The
 # endpoint logs one debug line per refused upload instead.
@@ -113,6 +114,16 @@ async def read_body(stream: AsyncIterator[bytes], declared: int | None, limit: i
         if size > limit:
             raise BodyTooLarge(b"".join(chunks))
     return b"".join(chunks)
+
+
+async def read_request_body(request: Request, limit: int) -> bytes:
+    """A Starlette request's whole body: :class:`BodyTooLarge` once it (or the length it declares)
+    passes ``limit``, :class:`ClientGone` when the client leaves before its end."""
+    declared = request.headers.get("content-length")
+    try:
+        return await read_body(request.stream(), int(declared) if declared and declared.isdigit() else None, limit)
+    except ClientDisconnect:
+        raise ClientGone from None
 
 
 def params_in_head(content_type: str, head: bytes) -> dict[str, str]:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive
@@ -26,7 +26,7 @@ from starlette.types import Receive
 from capgate.keys import TOKEN_PREFIX, hash_secret
 from capgate.protocol.answers import TextAnswer
 from capgate.protocol.methods import BY_NAME
-from capgate.server.params import BodyTooLarge, read_body
+from capgate.server.params import BodyTooLarge, ClientGone, read_request_body
 from capgate.store.models import Pool, Task, WorkerToken
 from capgate.workers.dispatch import AnswerRejected, Claimed, Dispatcher, answer_from_fields
 from capgate.workers.source import visible_settings
@@ -74,13 +74,10 @@ class WorkerApi:
 
     async def _body(self, request: Request) -> dict[str, Any]:
         try:
-            declared = request.headers.get("content-length")
-            raw = await read_body(request.stream(), int(declared) if declared and declared.isdigit() else None,
-                                  BODY_LIMIT)
-            data = json.loads(raw or b"{}")
+            data = json.loads(await read_request_body(request, BODY_LIMIT) or b"{}")
         except BodyTooLarge:
             raise ApiError(413, "body too large") from None
-        except ClientDisconnect:
+        except ClientGone:
             # Gone before its body ended: nothing was done, and the answer reaches no one.
             raise ApiError(400, "the body did not arrive whole") from None
         except (ValueError, UnicodeDecodeError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -39,7 +39,7 @@ from capgate.server.admin.auth import (
     start_session,
 )
 from capgate.server.admin.figures import OVERVIEW_MEMO_S, ProfileFigures, account_json, overview, worker_json
-from capgate.server.params import BodyTooLarge, read_body
+from capgate.server.params import BodyTooLarge, ClientGone, read_request_body
 from capgate.server.service import Service
 from capgate.settings import Settings
 from capgate.solvers.ocr.profile import list_profiles, valid_profile_name
@@ -449,10 +449,10 @@ class AdminApi:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
-        raw = await read_body(request.stream(), None, BODY_LIMIT)
+        raw = await read_request_body(request, BODY_LIMIT)
     except BodyTooLarge:
         raise ApiError(413, "body too large") from None
-    except ClientDisconnect:
+    except ClientGone:
         # Gone before its body ended: nothing was done, and the answer reaches no one.
         raise ApiError(400, "the body did not arrive whole") from None
     if not raw.strip():
